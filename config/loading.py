@@ -1,0 +1,93 @@
+"""Loading settings from a YAML file and the environment, with errors a person can act on."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import SecretStr, ValidationError
+from pydantic_settings import SettingsConfigDict
+
+from config.otel_env import OTEL_VARIABLES, OtelVariableError
+from config.settings import ENV_PREFIX, Settings
+
+MASK = "****"
+"""What a secret looks like in printed settings."""
+
+_SECRET_HEADER = re.compile(r"auth|key|token|secret|password|cookie", re.IGNORECASE)
+
+
+class SettingsError(Exception):
+    """The configuration is invalid. ``str()`` is one line per problem, each naming the setting."""
+
+
+def env_names(field: str) -> list[str]:
+    """The environment variables that set ``field``, the winning one first."""
+    return [f"{ENV_PREFIX}{field.upper()}", *OTEL_VARIABLES.get(field, ())]
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
+    """Build the settings from ``config_file`` (YAML), the environment and ``overrides``.
+
+    Raises:
+        SettingsError: the file is missing or malformed, or a value is invalid.
+    """
+    if config_file is not None:
+        _check_yaml_file(config_file)
+
+    class _FromFile(Settings):
+        model_config = SettingsConfigDict(yaml_file=config_file)
+
+    try:
+        loaded = _FromFile(**overrides)
+    except OtelVariableError as exc:
+        raise SettingsError(f"invalid setting {exc}") from None
+    except ValidationError as exc:
+        raise SettingsError(_describe(exc)) from None
+    return Settings.model_construct(**dict(loaded))
+
+
+def _check_yaml_file(path: Path) -> None:
+    if not path.is_file():
+        raise SettingsError(f"config file {path} does not exist")
+    try:
+        content = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise SettingsError(f"config file {path} is not valid YAML: {exc}".replace("\n", " ")) from None
+    if content is not None and not isinstance(content, dict):
+        raise SettingsError(f"config file {path} must hold a mapping of setting names to values")
+
+
+def _describe(exc: ValidationError) -> str:
+    lines = []
+    for error in exc.errors():
+        field = str(error["loc"][0]) if error["loc"] else ""
+        message = error["msg"].removeprefix("Value error, ")
+        if not field:
+            lines.append(f"invalid settings: {message}")
+        elif error["type"] == "extra_forbidden":
+            lines.append(f"unknown setting {field!r}: check the spelling against the configuration reference")
+        else:
+            where = " or ".join(env_names(field))
+            lines.append(f"invalid setting {field!r} (environment: {where}): {message}")
+    return "\n".join(lines)
+
+
+def masked(settings: Settings) -> dict[str, Any]:
+    """The effective settings as plain data, secrets replaced by ``MASK``."""
+    data = settings.model_dump(mode="json")
+    data["access_keys"] = [MASK for _ in settings.access_keys]
+    data["otlp_headers"] = {
+        name: MASK if _SECRET_HEADER.search(name) else value
+        for name, value in settings.otlp_headers.items()
+    }
+    data["traces_endpoint"] = settings.traces_endpoint
+    data["effective_project_name"] = settings.effective_project_name
+    return data
+
+
+def reveal(keys: list[SecretStr]) -> list[str]:
+    """The access keys in clear, for the one place that compares them."""
+    return [key.get_secret_value() for key in keys]

@@ -1,0 +1,272 @@
+"""The settings schema: every knob of dynamiq-otel, its default and its environment variable.
+
+Sources, highest precedence first:
+
+1. ``DYNAMIQ_OTEL_<NAME>`` environment variables (``DYNAMIQ_OTEL_ACCESS_KEYS``, ``DYNAMIQ_OTEL_DATA_DIR``, …);
+2. the standard OpenTelemetry variables (``OTEL_EXPORTER_OTLP_*``, ``OTEL_SERVICE_NAME``,
+   ``OTEL_RESOURCE_ATTRIBUTES``), a signal-specific ``OTEL_EXPORTER_OTLP_TRACES_*`` winning over its
+   generic ``OTEL_EXPORTER_OTLP_*`` twin, as the OpenTelemetry specification orders them;
+3. the YAML configuration file (keys are the field names below);
+4. the defaults below.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+from config.otel_env import OtelEnvSource
+
+ENV_PREFIX = "DYNAMIQ_OTEL_"
+"""Prefix of this service's own environment variables."""
+
+MiB = 1024 * 1024
+
+DEFAULT_REDACT_KEYS = (
+    "api_key",
+    "apikey",
+    "api-key",
+    "password",
+    "passwd",
+    "secret",
+    "token",
+    "authorization",
+    "access_key",
+    "private_key",
+    "credential",
+    "cookie",
+)
+"""Key-name fragments whose values are replaced by ``[REDACTED]`` (matched case-insensitively)."""
+
+_HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+
+
+def _split_csv(value: Any) -> Any:
+    """Accept ``"a,b"`` (how environment variables carry lists) as well as a YAML list."""
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    """All settings. Field names are the YAML keys; ``DYNAMIQ_OTEL_<FIELD>`` is the variable."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        extra="forbid",
+        case_sensitive=False,
+        validate_default=True,
+    )
+
+    # --- server ---------------------------------------------------------------------------
+    host: str = Field("127.0.0.1", description="Address the HTTP server binds to.")
+    port: int = Field(8080, ge=1, le=65535, description="Port the HTTP server listens on.")
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        "info", description="Lowest level of log lines written to standard error."
+    )
+
+    # --- authentication -------------------------------------------------------------------
+    access_keys: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list,
+        description="Accepted access keys (Authorization: Bearer <key>); comma-separated in the variable.",
+    )
+    auth_disabled: bool = Field(
+        False, description="Accept batches without any key. For local trials only; logged loudly."
+    )
+
+    # --- ingest ---------------------------------------------------------------------------
+    max_body_bytes: int = Field(
+        32 * MiB, ge=1024, description="Largest request body accepted; larger ones get 413."
+    )
+    max_runs_per_batch: int = Field(
+        20_000, ge=1, description="Most runs one batch may hold; more give 413."
+    )
+    accept_unfinished_runs: bool = Field(
+        False,
+        description="Accept runs whose end_time/status are null (node time-outs) and close them out "
+        "instead of answering 400.",
+    )
+
+    # --- durable store --------------------------------------------------------------------
+    data_dir: Path = Field(
+        Path("dynamiq-otel-data"), description="Directory of the durable SQLite store."
+    )
+    store_max_bytes: int = Field(
+        1024 * MiB, ge=MiB, description="Most bytes of accepted batches waiting for export; then 503."
+    )
+    store_max_batches: int = Field(
+        100_000, ge=1, description="Most batches waiting for export; then 503."
+    )
+    store_sync: Literal["full", "normal"] = Field(
+        "full",
+        description="SQLite synchronous mode: 'full' survives power loss, 'normal' survives a crash "
+        "of the process only.",
+    )
+
+    # --- OTLP export (standard OTEL_EXPORTER_OTLP_* variables) ------------------------------
+    otlp_protocol: Literal["grpc", "http/protobuf"] = Field(
+        "http/protobuf", description="OTLP transport."
+    )
+    otlp_endpoint: str | None = Field(
+        None,
+        description="Base endpoint for all signals. For http/protobuf '/v1/traces' is appended.",
+    )
+    otlp_traces_endpoint: str | None = Field(
+        None, description="Endpoint for traces, used exactly as given; wins over otlp_endpoint."
+    )
+    otlp_headers: dict[str, str] = Field(
+        default_factory=dict, description="Extra headers (gRPC metadata) sent with every export."
+    )
+    otlp_timeout: int = Field(
+        10_000, ge=1, description="Time limit of one export request, in milliseconds."
+    )
+    otlp_compression: Literal["none", "gzip"] = Field(
+        "none", description="Compression of export requests."
+    )
+    otlp_insecure: bool | None = Field(
+        None,
+        description="gRPC only: plaintext instead of TLS. Unset: plaintext for http:// endpoints.",
+    )
+    otlp_certificate: Path | None = Field(
+        None, description="PEM file of CA certificates to trust for the backend's TLS certificate."
+    )
+    otlp_client_key: Path | None = Field(None, description="PEM private key for mutual TLS.")
+    otlp_client_certificate: Path | None = Field(
+        None, description="PEM client certificate for mutual TLS."
+    )
+    export_max_batches_per_request: int = Field(
+        64, ge=1, description="Most stored batches combined into one export request."
+    )
+    export_max_request_bytes: int = Field(
+        4 * MiB,
+        ge=64 * 1024,
+        description="Largest export request, in bytes (the gRPC receive limit of Collector, Jaeger and Tempo).",
+    )
+    shutdown_grace: float = Field(
+        10.0, ge=0, description="Seconds an export under way may take to finish at shutdown."
+    )
+    retry_initial_backoff: float = Field(
+        1.0, gt=0, description="First wait after a retryable export failure, in seconds."
+    )
+    retry_max_backoff: float = Field(
+        60.0, gt=0, description="Longest wait between export attempts, in seconds."
+    )
+
+    # --- resource ---------------------------------------------------------------------------
+    service_name: str = Field("dynamiq", min_length=1, description="The resource's service.name.")
+    resource_attributes: dict[str, str] = Field(
+        default_factory=dict, description="Extra resource attributes (OTEL_RESOURCE_ATTRIBUTES)."
+    )
+    project_name: str | None = Field(
+        None,
+        description="openinference.project.name (the Phoenix project); defaults to service_name.",
+    )
+
+    # --- mapping ----------------------------------------------------------------------------
+    attributes_dynamiq: bool = Field(True, description="Emit the lossless dynamiq.* attributes.")
+    attributes_genai: bool = Field(
+        True, description="Emit OpenTelemetry GenAI semantic-convention (gen_ai.*) attributes."
+    )
+    attributes_openinference: bool = Field(
+        True, description="Emit OpenInference attributes (Phoenix, Arize, Langfuse)."
+    )
+    capture_content: bool = Field(
+        True, description="Export inputs, outputs and messages. Off: only structure and numbers."
+    )
+    max_attribute_length: int = Field(
+        32_768, ge=64, description="Longest string attribute value, in characters; longer is cut."
+    )
+    redact_keys: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: list(DEFAULT_REDACT_KEYS),
+        description="Key-name fragments whose values are redacted (comma-separated in the variable).",
+    )
+    status_ok_on_success: bool = Field(
+        False, description="Set status OK on succeeded runs (otherwise UNSET, as OTel recommends)."
+    )
+    span_names: Literal["dynamiq", "semconv"] = Field(
+        "dynamiq",
+        description="'dynamiq': the node names from your code; 'semconv': '<operation> <name>'.",
+    )
+
+    _split_lists = field_validator("access_keys", "redact_keys", mode="before")(_split_csv)
+
+    @field_validator("otlp_endpoint", "otlp_traces_endpoint")
+    @classmethod
+    def _check_endpoint(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        if not re.match(r"^https?://[^/\s]+", value):
+            raise ValueError("must be a URL starting with http:// or https://")
+        return value
+
+    @field_validator("otlp_headers")
+    @classmethod
+    def _check_headers(cls, value: dict[str, str]) -> dict[str, str]:
+        for name in value:
+            if not _HEADER_NAME.match(name):
+                raise ValueError(f"{name!r} is not a valid header name")
+        return {name.lower(): header for name, header in value.items()}
+
+    @model_validator(mode="after")
+    def _check_combinations(self) -> Settings:
+        if self.retry_max_backoff < self.retry_initial_backoff:
+            raise ValueError("retry_max_backoff must not be below retry_initial_backoff")
+        if (self.otlp_client_key is None) != (self.otlp_client_certificate is None):
+            raise ValueError("otlp_client_key and otlp_client_certificate must be set together")
+        if not self.access_keys and not self.auth_disabled:
+            raise ValueError(
+                "no access key configured: set DYNAMIQ_OTEL_ACCESS_KEYS (or access_keys in the config "
+                "file); for a local trial only, set auth_disabled: true"
+            )
+        for path in (self.otlp_certificate, self.otlp_client_key, self.otlp_client_certificate):
+            if path is not None and not path.is_file():
+                raise ValueError(f"certificate file {path} does not exist")
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Precedence: arguments, DYNAMIQ_OTEL_*, OTEL_*, YAML file, defaults."""
+        return (
+            init_settings,
+            env_settings,
+            OtelEnvSource(settings_cls),
+            YamlConfigSettingsSource(settings_cls),
+        )
+
+    # --- derived values ---------------------------------------------------------------------
+    @property
+    def effective_project_name(self) -> str:
+        """The Phoenix project name: ``project_name`` or else ``service_name``."""
+        return self.project_name or self.service_name
+
+    @property
+    def traces_endpoint(self) -> str:
+        """The URL export requests go to, after the OpenTelemetry endpoint rules."""
+        if self.otlp_traces_endpoint:
+            return self.otlp_traces_endpoint
+        if self.otlp_protocol == "grpc":
+            return self.otlp_endpoint or "http://localhost:4317"
+        base = (self.otlp_endpoint or "http://localhost:4318").rstrip("/")
+        return f"{base}/v1/traces"
+
+    @property
+    def store_path(self) -> Path:
+        """The SQLite database file inside ``data_dir``."""
+        return self.data_dir / "queue.sqlite3"

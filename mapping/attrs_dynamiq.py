@@ -1,0 +1,127 @@
+"""The lossless ``dynamiq.*`` attribute set: every field of a run, under names Jaeger users can search."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from mapping.values import Attribute, text_of, to_json
+from mapping.view import RunView
+
+RUN_ID = "dynamiq.run.id"
+"""The run's own id, as sent."""
+RUN_TYPE = "dynamiq.run.type"
+"""``workflow``, ``flow`` or ``node``."""
+RUN_STATUS = "dynamiq.run.status"
+"""The run's status as sent (``succeeded``, ``failed``, ``skipped``, ``canceled``) or ``unfinished``."""
+PARENT_RUN_ID = "dynamiq.run.parent_id"
+"""The parent run's id, as sent."""
+SOURCE_ID = "dynamiq.source.id"
+"""The handler's ``source_id``."""
+TRACE_ID = "dynamiq.trace.id"
+"""The original ``trace_id`` string (the OTel trace id may be a hash of it)."""
+SESSION_ID = "dynamiq.session.id"
+"""The handler's ``session_id``."""
+TAGS = "dynamiq.tags"
+"""The run's tags."""
+NODE_PREFIX = "dynamiq.node."
+"""``dynamiq.node.id``, ``.name``, ``.type``, ``.group`` of the serialised node."""
+NODE_CONFIG = "dynamiq.node.config"
+"""The rest of the serialised node (model, prompt, connection id and type, …) as JSON."""
+WORKFLOW_ID = "dynamiq.workflow.id"
+"""Id of the workflow (workflow runs)."""
+WORKFLOW_VERSION = "dynamiq.workflow.version"
+"""Version of the workflow (workflow runs)."""
+FLOW_ID = "dynamiq.flow.id"
+"""Id of the flow (flow runs)."""
+CACHE_HIT = "dynamiq.cache.hit"
+"""True when the node's output came from the cache."""
+MOCKED = "dynamiq.mocked"
+"""True when the node was mocked."""
+SKIP = "dynamiq.skip"
+"""Why the node was skipped, as JSON."""
+FAILED_NODES = "dynamiq.failed_nodes"
+"""The nodes that failed in a failed workflow or flow, as JSON."""
+HOOKS = "dynamiq.hooks"
+"""Hook events of the node, as JSON."""
+INPUT = "dynamiq.input"
+"""The run's input as JSON (only when the OpenInference set, which carries input.value, is off)."""
+OUTPUT = "dynamiq.output"
+"""The run's output as JSON (only when the OpenInference set is off)."""
+METADATA = "dynamiq.metadata"
+"""Every metadata key not mapped to an attribute above (usage, run_depends, tool_data, …), as JSON."""
+EXTRA = "dynamiq.run.extra"
+"""Top-level run fields this version does not know, as JSON."""
+ERROR = "dynamiq.error"
+"""The run's error object, as JSON."""
+EXECUTIONS = "dynamiq.executions.count"
+"""How many execution attempts the run had."""
+
+_MAPPED_METADATA = frozenset(
+    {"node", "workflow", "flow", "is_output_from_cache", "is_mocked", "skip", "failed_nodes", "hooks"}
+)
+
+
+def attributes_from_run(view: RunView) -> Iterator[Attribute]:
+    """All ``dynamiq.*`` attributes of a run."""
+    run = view.run
+    yield RUN_ID, run.id
+    yield RUN_TYPE, run.type
+    yield RUN_STATUS, run.status or "unfinished"
+    yield SOURCE_ID, run.source_id
+    yield TRACE_ID, run.trace_id
+    if run.session_id is not None:
+        yield SESSION_ID, run.session_id
+    if run.parent_run_id is not None:
+        yield PARENT_RUN_ID, run.parent_run_id
+    tags = [str(tag) for tag in run.tags]
+    if tags:
+        yield TAGS, tags
+    yield from _attributes_from_node(view.node)
+    yield from _attributes_from_metadata(view.metadata)
+    if run.executions:
+        yield EXECUTIONS, len(run.executions)
+    if run.error is not None:
+        yield ERROR, to_json(run.error)
+    if not view.options.openinference_attributes:
+        if view.input is not None:
+            yield INPUT, text_of(view.input)[0]
+        if view.output is not None:
+            yield OUTPUT, text_of(view.output)[0]
+    if run.extra:
+        yield EXTRA, to_json(run.extra)
+
+
+def _attributes_from_node(node: Mapping[str, Any]) -> Iterator[Attribute]:
+    for key in ("id", "name", "type", "group"):
+        value = node.get(key)
+        if isinstance(value, str):
+            yield NODE_PREFIX + key, value
+    rest = {key: value for key, value in node.items() if key not in ("id", "name", "type", "group")}
+    if rest:
+        yield NODE_CONFIG, to_json(rest)
+
+
+def _attributes_from_metadata(metadata: Mapping[str, Any]) -> Iterator[Attribute]:
+    workflow = metadata.get("workflow")
+    if isinstance(workflow, Mapping):
+        yield from _str_attr(WORKFLOW_ID, workflow.get("id"))
+        yield from _str_attr(WORKFLOW_VERSION, workflow.get("version"))
+    flow = metadata.get("flow")
+    if isinstance(flow, Mapping):
+        yield from _str_attr(FLOW_ID, flow.get("id"))
+    if isinstance(metadata.get("is_output_from_cache"), bool):
+        yield CACHE_HIT, metadata["is_output_from_cache"]
+    if isinstance(metadata.get("is_mocked"), bool):
+        yield MOCKED, metadata["is_mocked"]
+    for key, attribute in (("skip", SKIP), ("failed_nodes", FAILED_NODES), ("hooks", HOOKS)):
+        if metadata.get(key) not in (None, [], {}):
+            yield attribute, to_json(metadata[key])
+    rest = {key: value for key, value in metadata.items() if key not in _MAPPED_METADATA}
+    if rest:
+        yield METADATA, to_json(rest)
+
+
+def _str_attr(key: str, value: Any) -> Iterator[Attribute]:
+    if value is not None and value != "":
+        yield key, str(value)

@@ -1,0 +1,75 @@
+"""Shared readers for LLM runs: messages, output message, usage and request parameters."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+REQUEST_PARAMETERS = ("temperature", "max_tokens", "top_p", "frequency_penalty", "presence_penalty", "seed")
+"""Node fields that are model request parameters (``gen_ai.request.<name>``)."""
+
+
+def input_messages(node: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """The prompt messages of an LLM node (already rendered by the SDK), or an empty list."""
+    prompt = node.get("prompt")
+    messages = prompt.get("messages") if isinstance(prompt, Mapping) else None
+    if not isinstance(messages, list):
+        return []
+    return [message for message in messages if isinstance(message, Mapping)]
+
+
+def message_text(content: Any) -> str | None:
+    """Plain text of a message's content: a string, or the text parts of a list of parts."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        texts = [
+            part.get("text") for part in content if isinstance(part, Mapping) and isinstance(part.get("text"), str)
+        ]
+        return "\n".join(texts) if texts else None
+    return None
+
+
+def output_message(output: Any) -> tuple[str | None, list[Mapping[str, Any]]]:
+    """``(content, tool_calls)`` of an LLM run's output."""
+    if isinstance(output, str):
+        return output, []
+    if not isinstance(output, Mapping):
+        return None, []
+    content = output.get("content")
+    calls = output.get("tool_calls")
+    if isinstance(calls, Mapping):
+        calls = list(calls.values())
+    tool_calls = [call for call in calls if isinstance(call, Mapping)] if isinstance(calls, list) else []
+    return (content if isinstance(content, str) else None), tool_calls
+
+
+def call_function(call: Mapping[str, Any]) -> tuple[str | None, Any, str | None]:
+    """``(name, arguments, id)`` of one tool call in OpenAI's shape (or a flat one)."""
+    function = call.get("function")
+    source = function if isinstance(function, Mapping) else call
+    name = source.get("name")
+    call_id = call.get("id")
+    return (
+        name if isinstance(name, str) else None,
+        source.get("arguments"),
+        call_id if isinstance(call_id, str) else None,
+    )
+
+
+def number(value: Any) -> int | float | None:
+    """``value`` when it is a real number (not a bool), else None."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return value
+
+
+def model_of(node: Mapping[str, Any]) -> str | None:
+    """The model name of a model node (LLM or embedder)."""
+    model = node.get("model")
+    if isinstance(model, str) and model:
+        return model
+    embedder = node.get("embedder")
+    if isinstance(embedder, Mapping) and isinstance(embedder.get("model"), str):
+        return str(embedder["model"])
+    return None

@@ -1,0 +1,161 @@
+"""OpenInference attributes, so Phoenix, Arize and Langfuse render LLM / AGENT / TOOL / CHAIN spans."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from mapping.attrs_llm import (
+    REQUEST_PARAMETERS,
+    call_function,
+    input_messages,
+    message_text,
+    model_of,
+    number,
+    output_message,
+)
+from mapping.kinds import openinference_kind, openinference_provider, provider_of
+from mapping.values import Attribute, text_of, to_json
+from mapping.view import RunView
+
+SPAN_KIND = "openinference.span.kind"
+"""LLM, AGENT, TOOL, CHAIN, RETRIEVER, EMBEDDING, RERANKER or GUARDRAIL."""
+INPUT_VALUE = "input.value"
+"""The run's input: text as is, anything else as JSON."""
+INPUT_MIME_TYPE = "input.mime_type"
+"""``text/plain`` or ``application/json`` (text/plain when a JSON value had to be cut)."""
+OUTPUT_VALUE = "output.value"
+"""The run's output."""
+OUTPUT_MIME_TYPE = "output.mime_type"
+"""Mime type of ``output.value``."""
+SESSION_ID = "session.id"
+"""The Dynamiq ``session_id``: groups the runs of a session in Phoenix."""
+TAGS = "tag.tags"
+"""The run's tags."""
+METADATA = "metadata"
+"""The handler's own metadata (keys the SDK did not write), as JSON."""
+MODEL_NAME = "llm.model_name"
+"""Model of an LLM run."""
+PROVIDER = "llm.provider"
+"""Provider of an LLM run."""
+SYSTEM = "llm.system"
+"""AI system of an LLM run (the provider's family name)."""
+INVOCATION_PARAMETERS = "llm.invocation_parameters"
+"""The request parameters of an LLM run, as JSON."""
+TOOL_NAME = "tool.name"
+"""Name of a tool run."""
+TOOL_DESCRIPTION = "tool.description"
+"""Description of a tool node."""
+EMBEDDING_MODEL = "embedding.model_name"
+"""Model of an embedder run."""
+AGENT_NAME = "agent.name"
+"""Name of an agent run."""
+
+_TOKEN_COUNTS = (
+    ("prompt_tokens", "llm.token_count.prompt"),
+    ("completion_tokens", "llm.token_count.completion"),
+    ("total_tokens", "llm.token_count.total"),
+    ("cache_read_input_tokens", "llm.token_count.prompt_details.cache_read"),
+    ("cache_creation_input_tokens", "llm.token_count.prompt_details.cache_write"),
+)
+_COSTS = (
+    ("prompt_tokens_cost_usd", "llm.cost.prompt"),
+    ("completion_tokens_cost_usd", "llm.cost.completion"),
+    ("total_tokens_cost_usd", "llm.cost.total"),
+)
+
+
+def attributes_from_run(view: RunView) -> Iterator[Attribute]:
+    """All OpenInference attributes of a run."""
+    run = view.run
+    yield SPAN_KIND, openinference_kind(view.group)
+    if run.session_id is not None:
+        yield SESSION_ID, run.session_id
+    tags = [str(tag) for tag in run.tags]
+    if tags:
+        yield TAGS, tags
+    user_metadata = view.user_metadata
+    if user_metadata:
+        yield METADATA, to_json(user_metadata)
+    limit = view.options.max_attribute_length
+    if view.input is not None:
+        yield from _value_attributes(INPUT_VALUE, INPUT_MIME_TYPE, view.input, limit)
+    if view.output is not None:
+        yield from _value_attributes(OUTPUT_VALUE, OUTPUT_MIME_TYPE, view.output, limit)
+    if view.group == "llms":
+        yield from _attributes_from_llm(view)
+    elif view.group == "embedders":
+        model = model_of(view.node)
+        if model:
+            yield EMBEDDING_MODEL, model
+    elif view.group == "tools":
+        yield TOOL_NAME, run.name
+        description = view.node.get("description")
+        if isinstance(description, str) and description:
+            yield TOOL_DESCRIPTION, description
+    elif view.group == "agents":
+        yield AGENT_NAME, run.name
+
+
+def _value_attributes(value_key: str, mime_key: str, value: Any, limit: int) -> Iterator[Attribute]:
+    text, mime = text_of(value)
+    if len(text) > limit:
+        mime = "text/plain"  # a cut JSON document is no longer JSON
+    yield value_key, text
+    yield mime_key, mime
+
+
+def _attributes_from_llm(view: RunView) -> Iterator[Attribute]:
+    model = model_of(view.node)
+    if model:
+        yield MODEL_NAME, model
+    provider = provider_of(view.node)
+    if provider:
+        oi_provider, oi_system = openinference_provider(provider)
+        yield PROVIDER, oi_provider
+        if oi_system:
+            yield SYSTEM, oi_system
+    parameters = {name: view.node[name] for name in REQUEST_PARAMETERS if number(view.node.get(name)) is not None}
+    if parameters:
+        yield INVOCATION_PARAMETERS, to_json(parameters)
+    usage = view.usage
+    for source, key in _TOKEN_COUNTS:
+        count = number(usage.get(source))
+        if count is not None:
+            yield key, int(count)
+    for source, key in _COSTS:
+        cost = number(usage.get(source))
+        if cost is not None:
+            yield key, float(cost)
+    if view.options.capture_content:
+        yield from _attributes_from_messages(view)
+
+
+def _attributes_from_messages(view: RunView) -> Iterator[Attribute]:
+    for index, message in enumerate(input_messages(view.node)):
+        prefix = f"llm.input_messages.{index}.message."
+        role = message.get("role")
+        if isinstance(role, str):
+            yield prefix + "role", role
+        text = message_text(message.get("content"))
+        if text is not None:
+            yield prefix + "content", text
+    content, calls = output_message(view.output)
+    if content is None and not calls:
+        return
+    prefix = "llm.output_messages.0.message."
+    yield prefix + "role", "assistant"
+    if content is not None:
+        yield prefix + "content", content
+    for index, call in enumerate(calls):
+        yield from _tool_call_attributes(f"{prefix}tool_calls.{index}.tool_call.", call)
+
+
+def _tool_call_attributes(prefix: str, call: Mapping[str, Any]) -> Iterator[Attribute]:
+    name, arguments, call_id = call_function(call)
+    if call_id:
+        yield prefix + "id", call_id
+    if name:
+        yield prefix + "function.name", name
+    if arguments is not None:
+        yield prefix + "function.arguments", arguments if isinstance(arguments, str) else to_json(arguments)

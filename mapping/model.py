@@ -1,0 +1,67 @@
+"""The translator's input: a validated Dynamiq run, and the options that steer the translation."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+RUN_TYPES = ("workflow", "flow", "node")
+"""The run types the Dynamiq collector accepts."""
+
+RUN_STATUSES = ("succeeded", "failed", "skipped", "canceled")
+"""The final statuses the Dynamiq collector accepts."""
+
+
+@dataclass(frozen=True, slots=True)
+class Run:
+    """One Dynamiq run, as validated by the ingest step.
+
+    The validated fields are typed; every other field of the SDK's run is carried unchanged.
+    ``end_ns`` and ``status`` are None only for an unfinished run accepted on purpose.
+    """
+
+    id: str
+    name: str
+    type: str
+    trace_id: str
+    source_id: str
+    start_ns: int
+    end_ns: int | None
+    status: str | None
+    session_id: str | None = None
+    parent_run_id: str | None = None
+    input: Any = None
+    output: Any = None
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+    error: Any = None
+    executions: tuple[Any, ...] = ()
+    tags: tuple[Any, ...] = ()
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class MappingOptions:
+    """Everything the translation depends on besides the runs. Built from the settings by the adapter."""
+
+    dynamiq_attributes: bool = True
+    genai_attributes: bool = True
+    openinference_attributes: bool = True
+    capture_content: bool = True
+    max_attribute_length: int = 32_768
+    redact_keys: tuple[str, ...] = (
+        "api_key",
+        "apikey",
+        "api-key",
+        "password",
+        "passwd",
+        "secret",
+        "token",
+        "authorization",
+        "access_key",
+        "private_key",
+        "credential",
+        "cookie",
+    )
+    status_ok_on_success: bool = False
+    semconv_span_names: bool = False
