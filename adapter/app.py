@@ -122,7 +122,9 @@ async def ingest(request: Request[Any, Any, State]) -> Response[dict[str, str]]:
         settings.max_body_bytes,
     )
     try:
-        runs = parse_batch(body, accept_unfinished=settings.accept_unfinished_runs, max_runs=settings.max_runs_per_batch)
+        runs = parse_batch(
+            body, accept_unfinished=settings.accept_unfinished_runs, max_runs=settings.max_runs_per_batch
+        )
     except InvalidBatch as exc:
         raise ApiError(400, exc.details) from None
     except TooManyRuns:

@@ -94,7 +94,8 @@ class Delivery:
         finished = not self._thread.is_alive()
         if not finished:
             log.warning("export still under way at shutdown; its batches stay on disk and are retried at restart")
-        self.transport.close() if finished else None
+        if finished:
+            self.transport.close()
         return finished
 
     def _loop(self) -> None:
@@ -172,16 +173,22 @@ class Delivery:
             self.counters.batches_delivered += len(ids)
         elif result.outcome is Outcome.RETRY:
             delay = self._backoff(max(batch.attempts for batch in batches), result.retry_after)
-            log.warning("export failed (%s), %d batch(es) retried in %.1fs: %s", result.status, len(ids), delay,
-                        result.detail[:200])
+            log.warning(
+                "export failed (%s), %d batch(es) retried in %.1fs: %s",
+                result.status,
+                len(ids),
+                delay,
+                result.detail[:200],
+            )
             self.store.retry(ids, delay, f"{result.status}: {result.detail[:500]}")
             self.counters.batches_retried += len(ids)
         elif len(batches) > 1:
             for batch in batches:  # find the batch the backend refuses; deliver the others
                 self._deliver([batch])
         else:
-            log.error("backend rejected batch %d (%s), moved to dead-letter: %s", ids[0], result.status,
-                      result.detail[:200])
+            log.error(
+                "backend rejected batch %d (%s), moved to dead-letter: %s", ids[0], result.status, result.detail[:200]
+            )
             self.store.bury(ids, f"{result.status}: {result.detail[:500]}")
             self.counters.batches_dead += 1
 
@@ -189,4 +196,4 @@ class Delivery:
         if retry_after is not None:
             return min(retry_after, MAX_RETRY_AFTER_S)
         exponential = self.config.initial_backoff_s * (2 ** max(attempts - 1, 0))
-        return min(exponential, self.config.max_backoff_s) * self._jitter()
+        return float(min(exponential, self.config.max_backoff_s) * self._jitter())

@@ -203,9 +203,7 @@ def _choice(
     return str(value)
 
 
-def _timestamp(
-    raw: Mapping[str, Any], name: str, path: str, problems: dict[str, str], allow_null: bool
-) -> int | None:
+def _timestamp(raw: Mapping[str, Any], name: str, path: str, problems: dict[str, str], allow_null: bool) -> int | None:
     value = raw.get(name)
     if value is None and allow_null:
         return None

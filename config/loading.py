@@ -80,8 +80,7 @@ def masked(settings: Settings) -> dict[str, Any]:
     data = settings.model_dump(mode="json")
     data["access_keys"] = [MASK for _ in settings.access_keys]
     data["otlp_headers"] = {
-        name: MASK if _SECRET_HEADER.search(name) else value
-        for name, value in settings.otlp_headers.items()
+        name: MASK if _SECRET_HEADER.search(name) else value for name, value in settings.otlp_headers.items()
     }
     data["traces_endpoint"] = settings.traces_endpoint
     data["effective_project_name"] = settings.effective_project_name

@@ -26,27 +26,13 @@ from pydantic_settings import (
 )
 
 from config.otel_env import OtelEnvSource
+from mapping.model import DEFAULT_REDACT_KEYS
 
 ENV_PREFIX = "DYNAMIQ_OTEL_"
 """Prefix of this service's own environment variables."""
 
 MiB = 1024 * 1024
 
-DEFAULT_REDACT_KEYS = (
-    "api_key",
-    "apikey",
-    "api-key",
-    "password",
-    "passwd",
-    "secret",
-    "token",
-    "authorization",
-    "access_key",
-    "private_key",
-    "credential",
-    "cookie",
-)
-"""Key-name fragments whose values are replaced by ``[REDACTED]`` (matched case-insensitively)."""
 
 _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 
@@ -85,12 +71,8 @@ class Settings(BaseSettings):
     )
 
     # --- ingest ---------------------------------------------------------------------------
-    max_body_bytes: int = Field(
-        32 * MiB, ge=1024, description="Largest request body accepted; larger ones get 413."
-    )
-    max_runs_per_batch: int = Field(
-        20_000, ge=1, description="Most runs one batch may hold; more give 413."
-    )
+    max_body_bytes: int = Field(32 * MiB, ge=1024, description="Largest request body accepted; larger ones get 413.")
+    max_runs_per_batch: int = Field(20_000, ge=1, description="Most runs one batch may hold; more give 413.")
     accept_unfinished_runs: bool = Field(
         False,
         description="Accept runs whose end_time/status are null (node time-outs) and close them out "
@@ -98,15 +80,11 @@ class Settings(BaseSettings):
     )
 
     # --- durable store --------------------------------------------------------------------
-    data_dir: Path = Field(
-        Path("dynamiq-otel-data"), description="Directory of the durable SQLite store."
-    )
+    data_dir: Path = Field(Path("dynamiq-otel-data"), description="Directory of the durable SQLite store.")
     store_max_bytes: int = Field(
         1024 * MiB, ge=MiB, description="Most bytes of accepted batches waiting for export; then 503."
     )
-    store_max_batches: int = Field(
-        100_000, ge=1, description="Most batches waiting for export; then 503."
-    )
+    store_max_batches: int = Field(100_000, ge=1, description="Most batches waiting for export; then 503.")
     store_sync: Literal["full", "normal"] = Field(
         "full",
         description="SQLite synchronous mode: 'full' survives power loss, 'normal' survives a crash "
@@ -114,9 +92,7 @@ class Settings(BaseSettings):
     )
 
     # --- OTLP export (standard OTEL_EXPORTER_OTLP_* variables) ------------------------------
-    otlp_protocol: Literal["grpc", "http/protobuf"] = Field(
-        "http/protobuf", description="OTLP transport."
-    )
+    otlp_protocol: Literal["grpc", "http/protobuf"] = Field("http/protobuf", description="OTLP transport.")
     otlp_endpoint: str | None = Field(
         None,
         description="Base endpoint for all signals. For http/protobuf '/v1/traces' is appended.",
@@ -127,12 +103,8 @@ class Settings(BaseSettings):
     otlp_headers: dict[str, str] = Field(
         default_factory=dict, description="Extra headers (gRPC metadata) sent with every export."
     )
-    otlp_timeout: int = Field(
-        10_000, ge=1, description="Time limit of one export request, in milliseconds."
-    )
-    otlp_compression: Literal["none", "gzip"] = Field(
-        "none", description="Compression of export requests."
-    )
+    otlp_timeout: int = Field(10_000, ge=1, description="Time limit of one export request, in milliseconds.")
+    otlp_compression: Literal["none", "gzip"] = Field("none", description="Compression of export requests.")
     otlp_insecure: bool | None = Field(
         None,
         description="gRPC only: plaintext instead of TLS. Unset: plaintext for http:// endpoints.",
@@ -141,9 +113,7 @@ class Settings(BaseSettings):
         None, description="PEM file of CA certificates to trust for the backend's TLS certificate."
     )
     otlp_client_key: Path | None = Field(None, description="PEM private key for mutual TLS.")
-    otlp_client_certificate: Path | None = Field(
-        None, description="PEM client certificate for mutual TLS."
-    )
+    otlp_client_certificate: Path | None = Field(None, description="PEM client certificate for mutual TLS.")
     export_max_batches_per_request: int = Field(
         64, ge=1, description="Most stored batches combined into one export request."
     )
@@ -152,15 +122,11 @@ class Settings(BaseSettings):
         ge=64 * 1024,
         description="Largest export request, in bytes (the gRPC receive limit of Collector, Jaeger and Tempo).",
     )
-    shutdown_grace: float = Field(
-        10.0, ge=0, description="Seconds an export under way may take to finish at shutdown."
-    )
+    shutdown_grace: float = Field(10.0, ge=0, description="Seconds an export under way may take to finish at shutdown.")
     retry_initial_backoff: float = Field(
         1.0, gt=0, description="First wait after a retryable export failure, in seconds."
     )
-    retry_max_backoff: float = Field(
-        60.0, gt=0, description="Longest wait between export attempts, in seconds."
-    )
+    retry_max_backoff: float = Field(60.0, gt=0, description="Longest wait between export attempts, in seconds.")
 
     # --- resource ---------------------------------------------------------------------------
     service_name: str = Field("dynamiq", min_length=1, description="The resource's service.name.")

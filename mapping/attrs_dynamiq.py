@@ -81,8 +81,8 @@ def attributes_from_run(view: RunView) -> Iterator[Attribute]:
     yield from _attributes_from_metadata(view.metadata)
     if run.executions:
         yield EXECUTIONS, len(run.executions)
-    if run.error is not None:
-        yield ERROR, to_json(run.error)
+    if view.error is not None:
+        yield ERROR, to_json(view.error)
     if not view.options.openinference_attributes:
         if view.input is not None:
             yield INPUT, text_of(view.input)[0]

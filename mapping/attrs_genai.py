@@ -112,7 +112,7 @@ def _attributes_from_messages(view: RunView) -> Iterator[Attribute]:
     history: list[dict[str, Any]] = []
     for message in input_messages(view.node):
         text = message_text(message.get("content"))
-        parts = [{"type": "text", "content": text}] if text is not None else []
+        parts: list[dict[str, Any]] = [{"type": "text", "content": text}] if text is not None else []
         if message.get("role") == "system":
             system.extend(parts)
         else:
@@ -122,14 +122,14 @@ def _attributes_from_messages(view: RunView) -> Iterator[Attribute]:
     if history:
         yield INPUT_MESSAGES, to_json(history)
     content, calls = output_message(view.output)
-    parts: list[dict[str, Any]] = []
+    answer: list[dict[str, Any]] = []
     if content is not None:
-        parts.append({"type": "text", "content": content})
+        answer.append({"type": "text", "content": content})
     for call in calls:
         name, arguments, call_id = call_function(call)
-        parts.append({"type": "tool_call", "id": call_id, "name": name, "arguments": arguments})
-    if parts:
-        yield OUTPUT_MESSAGES, to_json([{"role": "assistant", "parts": parts}])
+        answer.append({"type": "tool_call", "id": call_id, "name": name, "arguments": arguments})
+    if answer:
+        yield OUTPUT_MESSAGES, to_json([{"role": "assistant", "parts": answer}])
 
 
 def _node_str(key: str, node: Mapping[str, Any], field: str) -> Iterator[Attribute]:

@@ -24,7 +24,7 @@ def message_text(content: Any) -> str | None:
         return content
     if isinstance(content, list):
         texts = [
-            part.get("text") for part in content if isinstance(part, Mapping) and isinstance(part.get("text"), str)
+            str(part["text"]) for part in content if isinstance(part, Mapping) and isinstance(part.get("text"), str)
         ]
         return "\n".join(texts) if texts else None
     return None

@@ -104,6 +104,7 @@ def provider_of(node: Mapping[str, Any]) -> str | None:
             return provider
     return None
 
+
 OPENINFERENCE_PROVIDER = {
     "openai": ("openai", "openai"),
     "azure.ai.openai": ("azure", "openai"),

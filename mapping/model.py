@@ -12,6 +12,23 @@ RUN_TYPES = ("workflow", "flow", "node")
 RUN_STATUSES = ("succeeded", "failed", "skipped", "canceled")
 """The final statuses the Dynamiq collector accepts."""
 
+DEFAULT_REDACT_KEYS = (
+    "api_key",
+    "apikey",
+    "password",
+    "passwd",
+    "secret",
+    "token",
+    "authorization",
+    "access_key",
+    "private_key",
+    "credential",
+    "credentials",
+    "cookie",
+)
+"""Key names whose values are redacted, compared word by word (``token`` matches ``access_token``,
+not ``max_tokens``; ``api_key`` matches ``apiKey`` and ``X-API-Key``)."""
+
 
 @dataclass(frozen=True, slots=True)
 class Run:
@@ -49,19 +66,6 @@ class MappingOptions:
     openinference_attributes: bool = True
     capture_content: bool = True
     max_attribute_length: int = 32_768
-    redact_keys: tuple[str, ...] = (
-        "api_key",
-        "apikey",
-        "api-key",
-        "password",
-        "passwd",
-        "secret",
-        "token",
-        "authorization",
-        "access_key",
-        "private_key",
-        "credential",
-        "cookie",
-    )
+    redact_keys: tuple[str, ...] = DEFAULT_REDACT_KEYS
     status_ok_on_success: bool = False
     semconv_span_names: bool = False

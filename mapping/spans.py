@@ -11,7 +11,7 @@ from mapping import attrs_dynamiq, attrs_genai, attrs_openinference
 from mapping.ids import canonical_id, span_id_bytes, trace_id_bytes
 from mapping.kinds import genai_operation, span_kind
 from mapping.model import MappingOptions, Run
-from mapping.status import error_type, exception_attributes, failure_of, status_of
+from mapping.status import Failure, error_type, exception_attributes, status_of
 from mapping.timestamps import parse_timestamp_ns
 from mapping.values import Attribute, encode_attributes
 from mapping.view import RunView, view_of
@@ -64,8 +64,7 @@ def _spans_of_run(
         span.status.message = "unfinished: the run had no end_time/status when the batch was sent"
     _set_attributes(span, pairs, options.max_attribute_length)
     if failure is not None and run.status == "failed":
-        event = span.events.add(name="exception", time_unix_nano=span.end_time_unix_nano)
-        event.attributes.extend(encode_attributes(exception_attributes(failure), options.max_attribute_length)[0])
+        _add_exception_event(span, failure, options.max_attribute_length)
     for dependency in _dependencies(view, links):
         span.links.add(trace_id=trace_id, span_id=span_id_bytes(dependency), flags=SAMPLED)
     yield span
@@ -107,6 +106,11 @@ def _set_attributes(span: Span, pairs: Iterable[Attribute], limit: int) -> None:
     span.attributes.extend(encoded)
 
 
+def _add_exception_event(span: Span, failure: Failure, limit: int) -> None:
+    event = span.events.add(name="exception", time_unix_nano=span.end_time_unix_nano)
+    event.attributes.extend(encode_attributes(exception_attributes(failure), limit)[0])
+
+
 def _attempt_spans(run: Run, parent: Span, options: MappingOptions) -> Iterator[Span]:
     """One child span per execution attempt, when the run was retried (more than one attempt)."""
     for number, execution in enumerate(run.executions, start=1):
@@ -138,8 +142,7 @@ def _attempt_spans(run: Run, parent: Span, options: MappingOptions) -> Iterator[
             pairs.append(("error.type", kind))
         _set_attributes(span, pairs, options.max_attribute_length)
         if failure is not None and status_text == "failed":
-            event = span.events.add(name="exception", time_unix_nano=span.end_time_unix_nano)
-            event.attributes.extend(encode_attributes(exception_attributes(failure), options.max_attribute_length)[0])
+            _add_exception_event(span, failure, options.max_attribute_length)
         yield span
 
 
@@ -189,4 +192,3 @@ def _dependencies(view: RunView, index: Mapping[tuple[str, str], str]) -> Iterat
         run_id = index.get((view.run.trace_id, node_id)) if isinstance(node_id, str) else None
         if run_id is not None and run_id != view.run.id:
             yield run_id
-

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
+from functools import lru_cache
 from typing import Any
 
 import orjson
@@ -32,14 +33,37 @@ def scrub_text(text: str) -> str:
     return _KEY_LIKE.sub(REDACTED, text)
 
 
+_CAMEL = re.compile(r"([a-z0-9])([A-Z])")
+_SEPARATORS = re.compile(r"[^a-z0-9]+")
+
+
+def _words(name: str) -> tuple[str, ...]:
+    return tuple(word for word in _SEPARATORS.split(_CAMEL.sub(r"\1_\2", name).lower()) if word)
+
+
+@lru_cache(maxsize=4096)
+def is_secret_key(name: str, fragments: tuple[str, ...]) -> bool:
+    """True when the words of ``name`` contain the words of a fragment, in a row.
+
+    ``api_key``, ``apiKey``, ``X-API-Key`` and ``openai_api_key`` match ``api_key``; ``token``
+    matches ``access_token`` but not ``max_tokens``: words are compared whole.
+    """
+    words = _words(name)
+    for fragment in fragments:
+        wanted = _words(fragment)
+        width = len(wanted)
+        if width and any(words[i : i + width] == wanted for i in range(len(words) - width + 1)):
+            return True
+    return False
+
+
 def redact(value: Any, fragments: tuple[str, ...]) -> Any:
     """A copy of ``value`` with the values of secret-looking keys replaced, at any depth."""
     if isinstance(value, Mapping):
         out: dict[str, Any] = {}
         for key, item in value.items():
             name = str(key)
-            lowered = name.lower()
-            if any(fragment in lowered for fragment in fragments) and item not in (None, "", [], {}):
+            if item not in (None, "", [], {}) and is_secret_key(name, fragments):
                 out[name] = REDACTED
             else:
                 out[name] = redact(item, fragments)
@@ -103,7 +127,7 @@ def encode_attributes(pairs: Iterable[Attribute], limit: int) -> tuple[list[KeyV
             if was_cut:
                 cut_keys.append(key)
         elif isinstance(value, list) and value and isinstance(value[0], str):
-            capped = [cap(item, limit) for item in value]  # type: ignore[arg-type]
+            capped = [cap(item, limit) for item in value]
             if any(was_cut for _, was_cut in capped):
                 cut_keys.append(key)
             value = [item for item, _ in capped]

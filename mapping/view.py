@@ -46,6 +46,7 @@ class RunView:
     metadata: Mapping[str, Any]
     input: Any
     output: Any
+    error: Any
 
     @property
     def usage(self) -> Mapping[str, Any]:
@@ -78,4 +79,5 @@ def view_of(run: Run, options: MappingOptions) -> RunView:
         metadata=metadata,
         input=redact(run.input, fragments) if content else None,
         output=redact(run.output, fragments) if content else None,
+        error=redact(run.error, fragments),
     )
