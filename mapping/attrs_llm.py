@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from mapping.kinds import provider_prefix
+
 REQUEST_PARAMETERS = ("temperature", "max_tokens", "top_p", "frequency_penalty", "presence_penalty", "seed")
 """Node fields that are model request parameters (``gen_ai.request.<name>``)."""
 
@@ -68,7 +70,8 @@ def model_of(node: Mapping[str, Any]) -> str | None:
     """The model name of a model node (LLM or embedder)."""
     model = node.get("model")
     if isinstance(model, str) and model:
-        return model
+        prefix, slash, name = model.partition("/")
+        return name if slash and name and provider_prefix(prefix) else model
     embedder = node.get("embedder")
     if isinstance(embedder, Mapping) and isinstance(embedder.get("model"), str):
         return str(embedder["model"])

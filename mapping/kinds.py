@@ -86,6 +86,11 @@ def span_kind(group: str | None) -> int:
     return Span.SPAN_KIND_CLIENT if group in CLIENT_GROUPS else Span.SPAN_KIND_INTERNAL
 
 
+def provider_prefix(prefix: str) -> str | None:
+    """The GenAI provider named by a litellm-style model prefix (``openai`` in ``openai/gpt-4o``)."""
+    return PROVIDER_BY_CONNECTION.get(prefix.lower().replace("_", "").replace("-", ""))
+
+
 def provider_of(node: Mapping[str, Any]) -> str | None:
     """``gen_ai.provider.name`` of a model node, from its connection type or its model prefix."""
     connection = node.get("connection")
@@ -99,7 +104,7 @@ def provider_of(node: Mapping[str, Any]) -> str | None:
     if isinstance(model, str) and "/" in model:
         candidates.append(model.split("/", 1)[0])
     for candidate in candidates:
-        provider = PROVIDER_BY_CONNECTION.get(candidate.lower().replace("_", "").replace("-", ""))
+        provider = provider_prefix(candidate)
         if provider:
             return provider
     return None
