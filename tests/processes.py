@@ -51,8 +51,18 @@ def running_service(tmp_path: Path, settings: dict[str, Any], ready_timeout: flo
     config.write_text(yaml.safe_dump({"data_dir": str(tmp_path / "data"), **settings}), encoding="utf-8")
     log_path = tmp_path / "service.log"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "DYNAMIQ_OTEL_"))}
-    command = [sys.executable, "-m", "adapter.cli", "serve", "--config", str(config), "--host", "127.0.0.1",
-               "--port", str(port)]
+    command = [
+        sys.executable,
+        "-m",
+        "adapter.cli",
+        "serve",
+        "--config",
+        str(config),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
     with log_path.open("wb") as log:
         process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
         base_url = f"http://127.0.0.1:{port}"

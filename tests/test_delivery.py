@@ -1,0 +1,166 @@
+"""Delivery against a real OTLP receiver: settle each batch by the backend's answer."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+import grpc
+import pytest
+
+from adapter.app import Runtime, build_runtime
+from adapter.otlp import Outcome, parse_retry_after
+from config import Settings
+from tests.batches import body, node_run, workflow_run
+from tests.otlp_receiver import GrpcReply, RecordingReceiver, Reply
+
+
+@contextmanager
+def runtime_for(settings: Settings) -> Iterator[Runtime]:
+    """The store and the delivery worker, opened but not started: tests drive ``run_once``."""
+    runtime = build_runtime(settings)
+    runtime.store.open()
+    try:
+        yield runtime
+    finally:
+        runtime.delivery.transport.close()
+        runtime.store.close()
+
+
+def _put(runtime: Runtime, n_nodes: int = 1) -> None:
+    root = workflow_run()
+    runs = [root] + [node_run(root) for _ in range(n_nodes)]
+    runtime.store.put(body(*runs), len(runs))
+
+
+def _drain(runtime: Runtime, until: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not until():
+        assert time.monotonic() < deadline, f"not settled: {runtime.store.stats()} {runtime.delivery.counters}"
+        if not runtime.delivery.run_once():
+            time.sleep(0.02)
+
+
+@pytest.mark.parametrize("protocol", ["http/protobuf", "grpc"])
+def test_delivered_batches_leave_the_store(
+    protocol: str, receiver: RecordingReceiver, make_settings: Callable[..., Settings]
+) -> None:
+    endpoint = receiver.http_endpoint if protocol == "http/protobuf" else receiver.grpc_endpoint
+    with runtime_for(make_settings(otlp_protocol=protocol, otlp_traces_endpoint=endpoint)) as runtime:
+        for _ in range(3):
+            _put(runtime, n_nodes=2)
+        _drain(runtime, lambda: runtime.store.stats().batches == 0)
+        assert receiver.span_count() == 9
+        assert runtime.delivery.counters.batches_delivered == 3
+
+
+def test_retryable_http_answers_are_retried_honouring_retry_after(
+    receiver: RecordingReceiver, make_settings: Callable[..., Settings]
+) -> None:
+    receiver.plan_http([Reply(status=503, headers={"Retry-After": "1"}), Reply(status=429), Reply(status=502)])
+    settings = make_settings(otlp_traces_endpoint=receiver.http_endpoint)
+    with runtime_for(settings) as runtime:
+        _put(runtime)
+        started = time.monotonic()
+        _drain(runtime, lambda: runtime.store.stats().batches == 0)
+        assert time.monotonic() - started >= 1.0, "Retry-After: 1 was not honoured"
+        assert receiver.span_count() == 2
+        assert [r.reply.status for r in receiver.rejected()] == [503, 429, 502]
+        assert runtime.delivery.counters.batches_retried == 3
+
+
+@pytest.mark.parametrize(
+    ("reply", "retried"),
+    [
+        pytest.param(GrpcReply(code=grpc.StatusCode.UNAVAILABLE), True, id="unavailable"),
+        pytest.param(GrpcReply(code=grpc.StatusCode.DEADLINE_EXCEEDED), True, id="deadline"),
+        pytest.param(
+            GrpcReply(code=grpc.StatusCode.RESOURCE_EXHAUSTED, retry_delay_s=0.3), True, id="exhausted-retryinfo"
+        ),
+        pytest.param(GrpcReply(code=grpc.StatusCode.RESOURCE_EXHAUSTED), False, id="exhausted-bare"),
+        pytest.param(GrpcReply(code=grpc.StatusCode.INVALID_ARGUMENT), False, id="invalid-argument"),
+        pytest.param(GrpcReply(code=grpc.StatusCode.PERMISSION_DENIED), False, id="permission-denied"),
+    ],
+)
+def test_grpc_codes_follow_the_otlp_retry_rules(
+    reply: GrpcReply, retried: bool, receiver: RecordingReceiver, make_settings: Callable[..., Settings]
+) -> None:
+    receiver.plan_grpc([reply])
+    settings = make_settings(otlp_protocol="grpc", otlp_traces_endpoint=receiver.grpc_endpoint)
+    with runtime_for(settings) as runtime:
+        _put(runtime)
+        runtime.delivery.run_once()
+        outcome = runtime.delivery.counters.last_result
+        assert outcome is not None
+        assert outcome.outcome is (Outcome.RETRY if retried else Outcome.REJECTED)
+        if reply.retry_delay_s:
+            assert outcome.retry_after == pytest.approx(reply.retry_delay_s)
+        if retried:
+            _drain(runtime, lambda: runtime.store.stats().batches == 0)
+            assert receiver.span_count() == 2
+        else:
+            assert runtime.store.stats().dead == 1 and receiver.span_count() == 0
+
+
+def test_rejected_batch_goes_to_dead_letter_and_the_rest_is_delivered(
+    receiver: RecordingReceiver, make_settings: Callable[..., Settings]
+) -> None:
+    receiver.plan_http([Reply(status=400), Reply(status=400)])  # the combined request, then the first batch alone
+    with runtime_for(make_settings(otlp_traces_endpoint=receiver.http_endpoint)) as runtime:
+        _put(runtime)
+        _put(runtime)
+        runtime.delivery.run_once()
+        stats = runtime.store.stats()
+        assert (stats.batches, stats.dead) == (0, 1)
+        assert receiver.span_count() == 2
+        (dead,) = runtime.store.dead_letters()
+        assert dead[3].startswith("http 400")
+
+
+def test_partial_success_is_not_retried_and_is_counted(
+    receiver: RecordingReceiver, make_settings: Callable[..., Settings]
+) -> None:
+    receiver.plan_http([Reply.partial_success(1, "one span too old")])
+    with runtime_for(make_settings(otlp_traces_endpoint=receiver.http_endpoint)) as runtime:
+        _put(runtime)
+        runtime.delivery.run_once()
+        assert runtime.store.stats().batches == 0
+        assert runtime.delivery.counters.spans_rejected_partial == 1
+        assert len(receiver.requests()) == 1
+
+
+def test_backend_down_then_up(receiver: RecordingReceiver, make_settings: Callable[..., Settings]) -> None:
+    receiver.stop()
+    with runtime_for(make_settings(otlp_traces_endpoint=receiver.http_endpoint)) as runtime:
+        _put(runtime)
+        runtime.delivery.run_once()
+        assert runtime.store.stats().batches == 1
+        assert runtime.delivery.counters.last_result is not None
+        assert runtime.delivery.counters.last_result.status == "connection"
+        receiver.start()
+        _drain(runtime, lambda: runtime.store.stats().batches == 0)
+        assert receiver.span_count() == 2
+
+
+def test_requests_are_split_under_the_size_limit(
+    receiver: RecordingReceiver, make_settings: Callable[..., Settings]
+) -> None:
+    limit = 64 * 1024
+    settings = make_settings(otlp_traces_endpoint=receiver.http_endpoint, export_max_request_bytes=limit)
+    with runtime_for(settings) as runtime:
+        root = workflow_run()
+        runs = [root] + [node_run(root, input={"text": "x" * 5000}) for _ in range(60)]
+        runtime.store.put(body(*runs), len(runs))
+        _drain(runtime, lambda: runtime.store.stats().batches == 0)
+        sizes = [request.request.ByteSize() for request in receiver.requests()]
+        assert len(sizes) > 1 and max(sizes) <= limit
+        assert receiver.span_count() == 61
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [("7", 7.0), ("0", 0.0), (None, None), ("soon", None), ("Wed, 21 Oct 2015 07:28:00 GMT", 0.0)],
+)
+def test_retry_after_parsing(header: str | None, expected: float | None) -> None:
+    assert parse_retry_after(header) == expected
