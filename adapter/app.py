@@ -3,40 +3,41 @@
 from __future__ import annotations
 
 import logging
+import time
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
-from importlib.metadata import PackageNotFoundError, version
+from dataclasses import dataclass, field
 from typing import Any
 
 from anyio import to_thread
 from litestar import Litestar, MediaType, Request, Response, get, post
 from litestar.datastructures import State
+from litestar.openapi import OpenAPIConfig
+from prometheus_client import CollectorRegistry
 
 from adapter.auth import AccessKeys
 from adapter.body import read_body
-from adapter.delivery import Delivery, DeliveryConfig
-from adapter.errors import EXCEPTION_HANDLERS, ApiError
+from adapter.delivery import Delivery, DeliveryConfig, ExportTarget
+from adapter.errors import EXCEPTION_HANDLERS, ApiError, error_response
+from adapter.metrics import Metrics, exposition
+from adapter.openapi import ERROR_RESPONSES, Accepted, TracesOperation
 from adapter.otlp import TransportConfig, make_transport
+from adapter.ratelimit import RateLimits
 from adapter.store import Store, StoreFull, StoreUnavailable
 from adapter.validation import InvalidBatch, TooManyRuns, parse_batch
+from adapter.version import package_version
 from config import Settings
-from config.loading import reveal
+from config.tenants import DEFAULT_TENANT, TenantSettings
 from mapping import MappingOptions, build_resource
 
 log = logging.getLogger("dynamiq_otel")
 
-RETRY_AFTER_FULL_S = 5
-"""Retry-After sent with 503 when the store is full or cannot be written."""
+RETRY_AFTER_UNAVAILABLE_S = 5
+"""Retry-After sent with 503 when the store is full, cannot be written, or the service is stopping."""
 _JSON_TYPES = ("application/json",)
-
-
-def package_version() -> str:
-    """The installed version of dynamiq-otel."""
-    try:
-        return version("dynamiq-otel")
-    except PackageNotFoundError:
-        return "0+unknown"
+_REASONS = {400: "bad_request", 401: "unauthorized", 413: "payload_too_large", 415: "unsupported_media_type",
+            429: "rate_limited", 503: "unavailable"}  # fmt: skip
 
 
 @dataclass
@@ -47,6 +48,10 @@ class Runtime:
     keys: AccessKeys
     store: Store
     delivery: Delivery
+    metrics: Metrics
+    limits: RateLimits
+    stopping: bool = False
+    started_ns: int = field(default_factory=time.time_ns)
 
 
 def mapping_options(settings: Settings) -> MappingOptions:
@@ -63,12 +68,15 @@ def mapping_options(settings: Settings) -> MappingOptions:
     )
 
 
-def transport_config(settings: Settings) -> TransportConfig:
-    """The OTLP transport's configuration from the settings."""
+def transport_config(settings: Settings, tenant: TenantSettings | None = None) -> TransportConfig:
+    """The OTLP transport of the default tenant, or of ``tenant`` (its endpoint, protocol, headers win)."""
+    headers = dict(settings.otlp_headers)
+    if tenant is not None:
+        headers.update(tenant.otlp_headers)
     return TransportConfig(
-        protocol=settings.otlp_protocol,
-        endpoint=settings.traces_endpoint,
-        headers=tuple(settings.otlp_headers.items()),
+        protocol=(tenant.otlp_protocol if tenant and tenant.otlp_protocol else settings.otlp_protocol),
+        endpoint=(tenant.otlp_traces_endpoint if tenant and tenant.otlp_traces_endpoint else settings.traces_endpoint),
+        headers=tuple(headers.items()),
         timeout_s=settings.otlp_timeout / 1000,
         gzip=settings.otlp_compression == "gzip",
         insecure=settings.otlp_insecure,
@@ -78,20 +86,36 @@ def transport_config(settings: Settings) -> TransportConfig:
     )
 
 
-def build_runtime(settings: Settings) -> Runtime:
-    """Create (but do not start) the store, the transport and the export worker."""
+def export_targets(settings: Settings) -> dict[str, ExportTarget]:
+    """One export target per tenant: its transport and its resource."""
+    tenants: list[TenantSettings | None] = [None, *settings.tenants]
+    targets = {}
+    for tenant in tenants:
+        attributes = dict(settings.resource_attributes)
+        service_name = settings.service_name
+        if tenant is not None:
+            attributes.update(tenant.resource_attributes)
+            service_name = tenant.resource_attributes.get("service.name", service_name)
+        project = attributes.pop("openinference.project.name", None) or settings.project_name or service_name
+        resource = build_resource(service_name, project, attributes)
+        name = tenant.name if tenant else DEFAULT_TENANT
+        targets[name] = ExportTarget(make_transport(transport_config(settings, tenant)), resource)
+    return targets
+
+
+def build_runtime(settings: Settings, registry: CollectorRegistry | None = None) -> Runtime:
+    """Create (but do not open or start) the store, the export worker and the rest."""
     store = Store(
         settings.store_path,
         max_bytes=settings.store_max_bytes,
         max_batches=settings.store_max_batches,
         sync=settings.store_sync,
     )
-    resource = build_resource(settings.service_name, settings.effective_project_name, settings.resource_attributes)
+    metrics = Metrics(store, registry)
     delivery = Delivery(
         store,
-        make_transport(transport_config(settings)),
+        export_targets(settings),
         mapping_options(settings),
-        resource,
         DeliveryConfig(
             max_batches_per_request=settings.export_max_batches_per_request,
             max_request_bytes=settings.export_max_request_bytes,
@@ -99,22 +123,65 @@ def build_runtime(settings: Settings) -> Runtime:
             max_backoff_s=settings.retry_max_backoff,
             lease_s=2 * settings.otlp_timeout / 1000 + 30,
             scope_version=package_version(),
+            dedupe_window_s=settings.dedupe_window,
+            dedupe_max_runs=settings.dedupe_max_runs,
         ),
+        metrics,
     )
-    keys = AccessKeys(reveal(settings.access_keys), disabled=settings.auth_disabled)
-    return Runtime(settings, keys, store, delivery)
+    limits = {DEFAULT_TENANT: (settings.rate_limit_runs_per_second, settings.rate_limit_burst)}
+    limits.update({t.name: (t.rate_limit_runs_per_second, t.rate_limit_burst) for t in settings.tenants})
+    return Runtime(settings, AccessKeys.from_settings(settings), store, delivery, metrics, RateLimits(limits))
 
 
-@post("/v1/traces", status_code=200, media_type=MediaType.JSON, summary="Ingest a batch of Dynamiq runs")
-async def ingest(request: Request[Any, Any, State]) -> Response[dict[str, str]]:
-    """Validate a batch, store it durably, answer. Export happens later, from the store."""
+def _runtime(request: Request[Any, Any, State]) -> Runtime:
     runtime: Runtime = request.app.state.runtime
-    if not runtime.keys.check(request.headers.get("authorization")):
+    return runtime
+
+
+@post(
+    "/v1/traces",
+    status_code=200,
+    media_type=MediaType.JSON,
+    summary="Ingest a batch of Dynamiq runs",
+    description="Drop-in for Dynamiq's trace collector. A 200 means the batch is durably stored.",
+    operation_class=TracesOperation,
+    responses=ERROR_RESPONSES,
+)
+async def ingest(request: Request[Any, Any, State]) -> Accepted:
+    """Check, validate, store durably, answer. Export happens later, from the store."""
+    runtime = _runtime(request)
+    request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
+    tenant: str | None = None
+    runs = 0
+    try:
+        tenant, runs = await _ingest(request, runtime)
+    except ApiError as exc:
+        _count(runtime, tenant, runs, exc.status)
+        log.info("batch refused", extra={"request_id": request_id, "tenant": tenant, "status": exc.status,
+                                         "runs": runs, "problems": len(exc.details or {})})  # fmt: skip
+        raise
+    _count(runtime, tenant, runs, 200)
+    log.debug("batch accepted", extra={"request_id": request_id, "tenant": tenant, "runs": runs})
+    return Accepted()
+
+
+def _count(runtime: Runtime, tenant: str | None, runs: int, status: int) -> None:
+    outcome = "accepted" if status == 200 else "rejected"
+    name = tenant or "unknown"
+    runtime.metrics.batches_received.labels(outcome, _REASONS.get(status, "ok"), name).inc()
+    runtime.metrics.runs_received.labels(outcome, name).inc(runs)
+
+
+async def _ingest(request: Request[Any, Any, State], runtime: Runtime) -> tuple[str, int]:
+    settings = runtime.settings
+    if runtime.stopping:
+        raise ApiError(503, {"service": "shutting down; retry"}, retry_after=RETRY_AFTER_UNAVAILABLE_S)
+    tenant = runtime.keys.tenant_of(request.headers.get("authorization"))
+    if tenant is None:
         raise ApiError(401)
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media_type not in _JSON_TYPES:
         raise ApiError(415, {"Content-Type": "must be application/json"})
-    settings = runtime.settings
     body = await read_body(
         request.stream(),
         request.headers.get("content-length"),
@@ -129,16 +196,25 @@ async def ingest(request: Request[Any, Any, State]) -> Response[dict[str, str]]:
         raise ApiError(400, exc.details) from None
     except TooManyRuns:
         raise ApiError(413, {"runs": f"must hold at most {settings.max_runs_per_batch} runs"}) from None
+    wait = runtime.limits.retry_after(tenant, len(runs))
+    if wait is not None:
+        raise ApiError(429, {"runs": f"rate limit of tenant {tenant!r} reached"}, retry_after=wait)
+    await _store(runtime, body, len(runs), tenant)
+    return tenant, len(runs)
+
+
+async def _store(runtime: Runtime, body: bytes, runs: int, tenant: str) -> None:
     try:
-        await to_thread.run_sync(runtime.store.put, body, len(runs))
+        await to_thread.run_sync(runtime.store.put, body, runs, tenant)
     except StoreFull as exc:
         log.warning("store full, batch refused with 503: %s", exc)
-        raise ApiError(503, {"store": "full; retry later"}, retry_after=RETRY_AFTER_FULL_S) from None
+        raise ApiError(503, {"store": "full; retry later"}, retry_after=RETRY_AFTER_UNAVAILABLE_S) from None
     except StoreUnavailable as exc:
         log.error("store write failed, batch refused with 503: %s", exc)
-        raise ApiError(503, {"store": "cannot write safely; retry later"}, retry_after=RETRY_AFTER_FULL_S) from None
+        raise ApiError(
+            503, {"store": "cannot write safely; retry later"}, retry_after=RETRY_AFTER_UNAVAILABLE_S
+        ) from None
     runtime.delivery.notify()
-    return Response({"message": "ok"})
 
 
 @get("/healthz", media_type=MediaType.JSON, summary="Liveness: 200 once batches can be accepted")
@@ -147,27 +223,74 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-def create_app(settings: Settings) -> Litestar:
+@get("/readyz", media_type=MediaType.JSON, summary="Readiness: the store is writable and below its limits")
+async def readyz(request: Request[Any, Any, State]) -> Response[dict[str, Any]]:
+    """503 while stopping, when the store is at a limit or cannot be read, or (if configured) when no
+    export has succeeded for ``ready_export_max_age`` seconds while batches wait."""
+    runtime = _runtime(request)
+    problems = await to_thread.run_sync(_readiness_problems, runtime)
+    if problems:
+        return error_response(503, problems, retry_after=RETRY_AFTER_UNAVAILABLE_S)
+    return Response({"status": "ready"})
+
+
+def _readiness_problems(runtime: Runtime) -> dict[str, str]:
+    if runtime.stopping:
+        return {"service": "shutting down"}
+    try:
+        stats = runtime.store.stats()
+        runtime.store.check_writable()
+    except StoreUnavailable as exc:
+        return {"store": f"not writable: {exc}"}
+    store = runtime.store
+    if stats.batches >= store.max_batches or stats.bytes >= store.max_bytes:
+        return {"store": f"full ({stats.batches} batches, {stats.bytes} bytes waiting)"}
+    max_age = runtime.settings.ready_export_max_age
+    if max_age > 0 and stats.batches > 0:
+        last = runtime.delivery.counters.last_success_ns or runtime.started_ns
+        if time.time_ns() - last > max_age * 1e9:
+            return {"exporter": f"no export succeeded in the last {max_age:g}s"}
+    return {}
+
+
+@get("/metrics", media_type="text/plain; version=0.0.4; charset=utf-8", summary="Prometheus metrics")
+async def metrics(request: Request[Any, Any, State]) -> bytes:
+    """Prometheus text exposition."""
+    runtime = _runtime(request)
+    return await to_thread.run_sync(exposition, runtime.metrics)
+
+
+def create_app(settings: Settings, registry: CollectorRegistry | None = None) -> Litestar:
     """The application for ``settings``. Nothing is opened until its lifespan starts."""
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        runtime = build_runtime(settings)
+        runtime = build_runtime(settings, registry)
         await to_thread.run_sync(runtime.store.open)
         runtime.delivery.start()
         app.state.runtime = runtime
         try:
             yield
         finally:
+            runtime.stopping = True
             await to_thread.run_sync(runtime.delivery.stop, settings.shutdown_grace)
             runtime.store.close()
 
     if settings.auth_disabled:
         log.warning("AUTHENTICATION IS OFF: any client can post traces. Use this for local trials only.")
     return Litestar(
-        route_handlers=[ingest, healthz],
+        route_handlers=[ingest, healthz, readyz, metrics],
         lifespan=[lifespan],
-        exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
+        exception_handlers=EXCEPTION_HANDLERS,
         request_max_body_size=None,
+        openapi_config=OpenAPIConfig(title="dynamiq-otel", version=package_version(), path="/schema"),
+        logging_config=None,  # logs go through adapter.logs (JSON lines), configured by the CLI
         debug=False,
     )
+
+
+def begin_shutdown(app: Litestar) -> None:
+    """Answer 503 to new batches from now on (called on SIGTERM, before the server drains)."""
+    runtime: Runtime | None = getattr(app.state, "runtime", None)
+    if runtime is not None:
+        runtime.stopping = True

@@ -2,31 +2,37 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import random
 import threading
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
+from adapter.metrics import Metrics
 from adapter.otlp import ExportResult, Outcome, Transport
 from adapter.store import Claimed, Store, StoreUnavailable
 from adapter.validation import InvalidBatch, parse_batch
-from mapping import MappingOptions, build_request, runs_to_spans
+from mapping import MappingOptions, Run, build_request, runs_to_spans
+from mapping.ids import canonical_id
+from mapping.shrink import shrink_span
 
 log = logging.getLogger("dynamiq_otel.delivery")
 
 MAX_RETRY_AFTER_S = 3600.0
 """A backend's Retry-After is honoured up to this many seconds."""
 _REQUEST_OVERHEAD = 1024
+_PRUNE_EVERY_S = 60.0
 
 
 @dataclass(frozen=True, slots=True)
 class DeliveryConfig:
-    """How the worker batches and backs off."""
+    """How the worker batches, backs off and remembers delivered runs."""
 
     max_batches_per_request: int = 64
     max_request_bytes: int = 4 * 1024 * 1024
@@ -35,20 +41,47 @@ class DeliveryConfig:
     lease_s: float = 60.0
     idle_poll_s: float = 1.0
     scope_version: str = "0"
+    dedupe_window_s: float = 86_400.0
+    dedupe_max_runs: int = 1_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class ExportTarget:
+    """Where one tenant's spans go, under which resource."""
+
+    transport: Transport
+    resource: Resource
 
 
 @dataclass
 class DeliveryCounters:
-    """What the worker did since start (read by tests, logs and, later, metrics)."""
+    """What this worker did since start (tests and logs read it; Prometheus has the same numbers)."""
 
     requests: int = 0
     spans_exported: int = 0
+    runs_exported: int = 0
+    runs_skipped_resent: int = 0
     batches_delivered: int = 0
     batches_retried: int = 0
     batches_dead: int = 0
     spans_rejected_partial: int = 0
     last_result: ExportResult | None = None
+    last_success_ns: int = 0
     by_status: dict[str, int] = field(default_factory=dict)
+
+
+def run_key(run: Run) -> bytes:
+    """Identity of a delivered run: its id and its final state (status and end time)."""
+    text = f"{canonical_id(run.id)}\x00{run.status}\x00{run.end_ns}"
+    return hashlib.sha256(text.encode()).digest()[:16]
+
+
+@dataclass
+class _Prepared:
+    batches: list[Claimed] = field(default_factory=list)
+    spans: list[Span] = field(default_factory=list)
+    keys: list[bytes] = field(default_factory=list)
+    runs: int = 0
 
 
 class Delivery:
@@ -57,22 +90,23 @@ class Delivery:
     def __init__(
         self,
         store: Store,
-        transport: Transport,
+        targets: Mapping[str, ExportTarget],
         options: MappingOptions,
-        resource: Resource,
         config: DeliveryConfig,
+        metrics: Metrics,
         jitter: Callable[[], float] = lambda: random.uniform(0.5, 1.0),  # noqa: S311 - not crypto
     ) -> None:
         self.store = store
-        self.transport = transport
+        self.targets = dict(targets)
         self.options = options
-        self.resource = resource
         self.config = config
+        self.metrics = metrics
         self.counters = DeliveryCounters()
         self._jitter = jitter
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._last_prune = 0.0
 
     # --- lifecycle ----------------------------------------------------------------------------
     def start(self) -> None:
@@ -88,109 +122,171 @@ class Delivery:
         """Stop taking work; wait up to ``grace_s`` for the export under way. True if it finished."""
         self._stop.set()
         self._wake.set()
-        if self._thread is None:
-            return True
-        self._thread.join(grace_s)
-        finished = not self._thread.is_alive()
-        if not finished:
-            log.warning("export still under way at shutdown; its batches stay on disk and are retried at restart")
+        finished = True
+        if self._thread is not None:
+            self._thread.join(grace_s)
+            finished = not self._thread.is_alive()
         if finished:
-            self.transport.close()
+            self.close()
+        else:
+            log.warning("export still under way at shutdown; its batches stay on disk and are sent after restart")
         return finished
+
+    def close(self) -> None:
+        """Close every transport."""
+        for target in self.targets.values():
+            target.transport.close()
 
     def _loop(self) -> None:
         while not self._stop.is_set():
             try:
                 worked = self.run_once()
+                self._prune()
             except StoreUnavailable as exc:
                 log.error("store unavailable in delivery: %s", exc)
                 worked = 0
-            except Exception:  # a bug must not kill the worker; the batches stay leased and return
+            except Exception:  # a bug must not kill the worker; the batches stay leased and come back
                 log.exception("delivery step failed")
                 worked = 0
             if not worked:
                 self._wake.wait(self.config.idle_poll_s)
                 self._wake.clear()
 
+    def _prune(self) -> None:
+        now = time.monotonic()
+        if now - self._last_prune >= _PRUNE_EVERY_S:
+            self._last_prune = now
+            self.store.forget_delivered(self.config.dedupe_window_s, self.config.dedupe_max_runs)
+
     # --- one step -----------------------------------------------------------------------------
     def run_once(self) -> int:
         """Claim due batches, export them, settle them in the store. Returns how many were claimed."""
         claimed = self.store.claim(self.config.max_batches_per_request, self.config.lease_s)
-        if claimed:
-            self._deliver(claimed)
+        by_tenant: dict[str, list[Claimed]] = {}
+        for batch in claimed:
+            by_tenant.setdefault(batch.tenant, []).append(batch)
+        for tenant, batches in by_tenant.items():
+            self._deliver(tenant, batches)
         return len(claimed)
 
-    def _deliver(self, batches: Sequence[Claimed]) -> None:
-        spans: list[Span] = []
-        good: list[Claimed] = []
+    def _deliver(self, tenant: str, batches: Sequence[Claimed]) -> None:
+        target = self.targets.get(tenant)
+        if target is None:
+            self._bury(batches, f"unknown tenant {tenant!r}: no export target configured")
+            return
+        prepared = self._prepare(batches)
+        if not prepared.batches:
+            return
+        if not prepared.spans:  # every run was delivered before
+            self.store.ack([batch.id for batch in prepared.batches])
+            return
+        result = self._send(target, prepared.spans)
+        self._settle(tenant, prepared, result)
+
+    def _prepare(self, batches: Sequence[Claimed]) -> _Prepared:
+        """Parse and map the batches, leaving out runs delivered before (re-sent by the SDK)."""
+        prepared = _Prepared()
+        parsed: list[tuple[Claimed, list[Run]]] = []
         for batch in batches:
             try:
-                runs = parse_batch(batch.body, accept_unfinished=True, max_runs=1 << 62)
-                spans.extend(runs_to_spans(runs, self.options))
-                good.append(batch)
+                parsed.append((batch, parse_batch(batch.body, accept_unfinished=True, max_runs=1 << 62)))
             except (InvalidBatch, ValueError, TypeError) as exc:
-                log.error("stored batch %d cannot be mapped, moved to dead-letter: %s", batch.id, exc)
-                self.store.bury([batch.id], f"mapping failed: {exc}")
-                self.counters.batches_dead += 1
-        if not good:
-            return
-        result = self._send(spans)
-        self._settle(good, result)
+                self._bury([batch], f"stored batch cannot be parsed: {exc}")
+        dedupe = self.config.dedupe_window_s > 0
+        all_keys = [run_key(run) for _, runs in parsed for run in runs] if dedupe else []
+        seen = self.store.already_delivered(all_keys) if dedupe else set()
+        for batch, runs in parsed:
+            fresh = []
+            for run in runs:
+                key = run_key(run) if dedupe else b""
+                if dedupe and key in seen:
+                    continue
+                seen.add(key)
+                fresh.append(run)
+                prepared.keys.append(key)
+            skipped = len(runs) - len(fresh)
+            if skipped:
+                self.counters.runs_skipped_resent += skipped
+                self.metrics.runs_skipped_resent.inc(skipped)
+            try:
+                prepared.spans.extend(runs_to_spans(fresh, self.options))
+            except Exception as exc:  # a mapping bug must not block the queue: keep the batch for replay
+                log.exception("mapping failed for batch %d", batch.id)
+                self._bury([batch], f"mapping failed: {type(exc).__name__}: {exc}")
+                continue
+            prepared.batches.append(batch)
+            prepared.runs += len(fresh)
+        return prepared
 
-    def _send(self, spans: Sequence[Span]) -> ExportResult:
+    def _send(self, target: ExportTarget, spans: Sequence[Span]) -> ExportResult:
         """Send ``spans`` in requests under the size limit; the first failure decides."""
         result = ExportResult(Outcome.DELIVERED, "empty")
-        for request in self._requests(spans):
-            result = self.transport.send(request)
+        for request in self._requests(target.resource, spans):
+            size = request.ByteSize()
+            started = time.monotonic()
+            result = target.transport.send(request)
+            self.metrics.export_duration.observe(time.monotonic() - started)
+            self.metrics.export_request_size.observe(size)
+            self.metrics.export_responses.labels(result.status).inc()
             self.counters.requests += 1
             self.counters.by_status[result.status] = self.counters.by_status.get(result.status, 0) + 1
             self.counters.last_result = result
             if result.outcome is not Outcome.DELIVERED:
                 return result
-            self.counters.spans_exported += sum(len(s.spans) for rs in request.resource_spans for s in rs.scope_spans)
+            self.counters.last_success_ns = time.time_ns()
+            sent = len(request.resource_spans[0].scope_spans[0].spans)
+            self.counters.spans_exported += sent
+            self.metrics.spans_exported.inc(sent)
             if result.rejected_spans:
                 self.counters.spans_rejected_partial += result.rejected_spans
+                self.metrics.spans_rejected.inc(result.rejected_spans)
                 log.warning("backend rejected %d spans (partial success): %s", result.rejected_spans, result.detail)
         return result
 
-    def _requests(self, spans: Sequence[Span]) -> list[ExportTraceServiceRequest]:
-        limit = self.config.max_request_bytes - _REQUEST_OVERHEAD - self.resource.ByteSize()
+    def _requests(self, resource: Resource, spans: Sequence[Span]) -> list[ExportTraceServiceRequest]:
+        limit = self.config.max_request_bytes - _REQUEST_OVERHEAD - resource.ByteSize()
         chunks: list[list[Span]] = [[]]
         size = 0
         for span in spans:
+            if not shrink_span(span, limit):
+                log.error("span %s does not fit %d bytes even after shrinking; sent as is", span.name, limit)
             span_size = span.ByteSize() + 8
             if chunks[-1] and size + span_size > limit:
                 chunks.append([])
                 size = 0
             chunks[-1].append(span)
             size += span_size
-        return [build_request(self.resource, chunk, self.config.scope_version) for chunk in chunks if chunk]
+        return [build_request(resource, chunk, self.config.scope_version) for chunk in chunks if chunk]
 
-    def _settle(self, batches: Sequence[Claimed], result: ExportResult) -> None:
+    def _settle(self, tenant: str, prepared: _Prepared, result: ExportResult) -> None:
+        batches = prepared.batches
         ids = [batch.id for batch in batches]
         if result.outcome is Outcome.DELIVERED:
-            self.store.ack(ids)
+            self.store.ack(ids, [key for key in prepared.keys if key])
             self.counters.batches_delivered += len(ids)
+            self.counters.runs_exported += prepared.runs
+            self.metrics.runs_exported.inc(prepared.runs)
         elif result.outcome is Outcome.RETRY:
             delay = self._backoff(max(batch.attempts for batch in batches), result.retry_after)
             log.warning(
-                "export failed (%s), %d batch(es) retried in %.1fs: %s",
-                result.status,
-                len(ids),
-                delay,
-                result.detail[:200],
-            )
+                "export failed, will retry",
+                extra={"status": result.status, "batches": len(ids), "delay_s": round(delay, 2),
+                       "detail": result.detail[:200], "tenant": tenant},
+            )  # fmt: skip
             self.store.retry(ids, delay, f"{result.status}: {result.detail[:500]}")
             self.counters.batches_retried += len(ids)
+            self.metrics.export_retries.inc(len(ids))
         elif len(batches) > 1:
             for batch in batches:  # find the batch the backend refuses; deliver the others
-                self._deliver([batch])
+                self._deliver(tenant, [batch])
         else:
-            log.error(
-                "backend rejected batch %d (%s), moved to dead-letter: %s", ids[0], result.status, result.detail[:200]
-            )
-            self.store.bury(ids, f"{result.status}: {result.detail[:500]}")
-            self.counters.batches_dead += 1
+            self._bury(batches, f"{result.status}: {result.detail[:500]}")
+
+    def _bury(self, batches: Sequence[Claimed], reason: str) -> None:
+        log.error("batches moved to dead-letter", extra={"ids": [b.id for b in batches], "reason": reason[:300]})
+        self.store.bury([batch.id for batch in batches], reason)
+        self.counters.batches_dead += len(batches)
+        self.metrics.batches_dead_lettered.inc(len(batches))
 
     def _backoff(self, attempts: int, retry_after: float | None) -> float:
         if retry_after is not None:

@@ -12,6 +12,7 @@ from typing import Any
 
 from litestar import MediaType, Request, Response
 from litestar.exceptions import HTTPException
+from litestar.types import ExceptionHandlersMap
 
 log = logging.getLogger("dynamiq_otel.errors")
 
@@ -77,7 +78,8 @@ def handle_api_error(_: Request[Any, Any, Any], exc: ApiError) -> Response[dict[
 def handle_http_exception(_: Request[Any, Any, Any], exc: HTTPException) -> Response[dict[str, Any]]:
     """Exception handler for Litestar's own errors (404, 405, …): same envelope."""
     status = exc.status_code if exc.status_code in MESSAGES else (500 if exc.status_code >= 500 else 400)
-    headers = {"Allow": exc.headers["Allow"]} if exc.headers and "Allow" in exc.headers else None
+    allow = {name.lower(): value for name, value in (exc.headers or {}).items()}.get("allow")
+    headers = {"Allow": allow} if allow else None
     return error_response(status, headers=headers)
 
 
@@ -87,7 +89,7 @@ def handle_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Respon
     return error_response(500)
 
 
-EXCEPTION_HANDLERS = {
+EXCEPTION_HANDLERS: ExceptionHandlersMap = {
     ApiError: handle_api_error,
     HTTPException: handle_http_exception,
     Exception: handle_unexpected,

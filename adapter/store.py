@@ -26,7 +26,7 @@ SCHEMA = """
 CREATE TABLE IF NOT EXISTS batches (
     id            INTEGER PRIMARY KEY AUTOINCREMENT,
     received_ns   INTEGER NOT NULL,
-    tenant        TEXT    NOT NULL DEFAULT '',
+    tenant        TEXT    NOT NULL DEFAULT 'default',
     runs          INTEGER NOT NULL,
     size          INTEGER NOT NULL,
     body          BLOB    NOT NULL,
@@ -44,6 +44,11 @@ CREATE TABLE IF NOT EXISTS totals (
     bytes   INTEGER NOT NULL
 );
 INSERT OR IGNORE INTO totals VALUES (1, 0, 0);
+CREATE TABLE IF NOT EXISTS delivered (
+    run_key      BLOB    PRIMARY KEY,
+    delivered_ns INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS delivered_age ON delivered (delivered_ns);
 """
 
 
@@ -140,7 +145,7 @@ class Store:
             raise
 
     # --- producer ---------------------------------------------------------------------------
-    def put(self, body: bytes, runs: int, tenant: str = "") -> int:
+    def put(self, body: bytes, runs: int, tenant: str = "default") -> int:
         """Store one accepted batch durably and return its id.
 
         Raises:
@@ -179,11 +184,19 @@ class Store:
         rows.sort(key=lambda row: row[0])
         return [Claimed(row[0], row[1], bytes(row[2]), row[3], row[4]) for row in rows]
 
-    def ack(self, ids: Sequence[int]) -> None:
-        """Delete batches whose spans the backend accepted."""
+    def ack(self, ids: Sequence[int], delivered: Sequence[bytes] = ()) -> None:
+        """Delete batches whose spans the backend accepted and remember the runs in ``delivered``.
+
+        Both happen in one transaction: a batch is gone exactly when its runs are remembered.
+        """
         if not ids:
             return
+        now = time.time_ns()
         with self._write() as db:
+            db.executemany(
+                "INSERT OR REPLACE INTO delivered (run_key, delivered_ns) VALUES (?, ?)",
+                [(key, now) for key in delivered],
+            )
             marks = ",".join("?" * len(ids))
             count, size = db.execute(
                 f"SELECT count(*), total(size) FROM batches WHERE state != 'dead' AND id IN ({marks})",  # noqa: S608
@@ -217,6 +230,43 @@ class Store:
             )
             db.execute("UPDATE totals SET batches = batches - ?, bytes = bytes - ?", (count, int(size)))
 
+    def already_delivered(self, keys: Sequence[bytes]) -> set[bytes]:
+        """The subset of ``keys`` that were delivered before (and are still remembered)."""
+        found: set[bytes] = set()
+        conn = self._conn()
+        for start in range(0, len(keys), 500):
+            chunk = keys[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            found.update(
+                bytes(row[0])
+                for row in conn.execute(f"SELECT run_key FROM delivered WHERE run_key IN ({marks})", chunk)  # noqa: S608
+            )
+        return found
+
+    def forget_delivered(self, older_than_s: float, keep_at_most: int) -> int:
+        """Bound the memory of delivered runs by age and by count; return how many were forgotten."""
+        cutoff = time.time_ns() - int(older_than_s * 1e9)
+        with self._write() as db:
+            removed = db.execute("DELETE FROM delivered WHERE delivered_ns < ?", (cutoff,)).rowcount
+            count = db.execute("SELECT count(*) FROM delivered").fetchone()[0]
+            if count > keep_at_most:
+                removed += db.execute(
+                    "DELETE FROM delivered WHERE run_key IN "
+                    "(SELECT run_key FROM delivered ORDER BY delivered_ns LIMIT ?)",
+                    (count - keep_at_most,),
+                ).rowcount
+            return int(removed)
+
+    def purge_dead(self, ids: Iterable[int] | None = None) -> int:
+        """Delete dead-lettered batches (all, or ``ids``) for good; return how many."""
+        with self._write() as db:
+            if ids is None:
+                return int(db.execute("DELETE FROM batches WHERE state = 'dead'").rowcount)
+            wanted = list(ids)
+            return int(
+                db.executemany("DELETE FROM batches WHERE state = 'dead' AND id = ?", [(i,) for i in wanted]).rowcount
+            )
+
     def reclaim_orphans(self) -> int:
         """Make in-flight batches of processes that no longer run due again; return how many."""
         with self._write() as db:
@@ -228,6 +278,11 @@ class Store:
                     (pid,),
                 )
             return int(db.execute("SELECT changes()").fetchone()[0]) if gone else 0
+
+    def check_writable(self) -> None:
+        """Take and release the write lock: raises StoreUnavailable when the store cannot be written."""
+        with self._write():
+            pass
 
     # --- inspection -------------------------------------------------------------------------
     def stats(self) -> StoreStats:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +76,12 @@ def _describe(exc: ValidationError) -> str:
     return "\n".join(lines)
 
 
+def unknown_variables(environ: Mapping[str, str]) -> list[str]:
+    """``DYNAMIQ_OTEL_*`` variables that set nothing (most likely a typo)."""
+    known = {f"{ENV_PREFIX}{name.upper()}" for name in Settings.model_fields} | {"DYNAMIQ_OTEL_SERVE_ARGUMENTS"}
+    return sorted(name for name in environ if name.upper().startswith(ENV_PREFIX) and name.upper() not in known)
+
+
 def masked(settings: Settings) -> dict[str, Any]:
     """The effective settings as plain data, secrets replaced by ``MASK``."""
     data = settings.model_dump(mode="json")
@@ -82,6 +89,11 @@ def masked(settings: Settings) -> dict[str, Any]:
     data["otlp_headers"] = {
         name: MASK if _SECRET_HEADER.search(name) else value for name, value in settings.otlp_headers.items()
     }
+    for tenant in data["tenants"]:
+        tenant["access_keys"] = [MASK for _ in tenant["access_keys"]]
+        tenant["otlp_headers"] = {
+            name: MASK if _SECRET_HEADER.search(name) else value for name, value in tenant["otlp_headers"].items()
+        }
     data["traces_endpoint"] = settings.traces_endpoint
     data["effective_project_name"] = settings.effective_project_name
     return data

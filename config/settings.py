@@ -26,6 +26,7 @@ from pydantic_settings import (
 )
 
 from config.otel_env import OtelEnvSource
+from config.tenants import DEFAULT_TENANT, TenantSettings
 from mapping.model import DEFAULT_REDACT_KEYS
 
 ENV_PREFIX = "DYNAMIQ_OTEL_"
@@ -57,6 +58,13 @@ class Settings(BaseSettings):
     # --- server ---------------------------------------------------------------------------
     host: str = Field("127.0.0.1", description="Address the HTTP server binds to.")
     port: int = Field(8080, ge=1, le=65535, description="Port the HTTP server listens on.")
+    workers: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="Worker processes serving requests, each with its own export worker, all sharing the "
+        "store; set it to the number of cores.",
+    )
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         "info", description="Lowest level of log lines written to standard error."
     )
@@ -66,6 +74,15 @@ class Settings(BaseSettings):
         default_factory=list,
         description="Accepted access keys (Authorization: Bearer <key>); comma-separated in the variable.",
     )
+    tenants: list[TenantSettings] = Field(
+        default_factory=list,
+        description="Tenants with their own keys, resource attributes, export headers, endpoint and rate "
+        "limit (see docs/operations.md); JSON in the variable.",
+    )
+    rate_limit_runs_per_second: float = Field(
+        0, ge=0, description="Runs per second accepted from the default tenant; 0 is no limit."
+    )
+    rate_limit_burst: int = Field(0, ge=0, description="Runs the default tenant may send at once; default 10 s worth.")
     auth_disabled: bool = Field(
         False, description="Accept batches without any key. For local trials only; logged loudly."
     )
@@ -121,6 +138,17 @@ class Settings(BaseSettings):
         4 * MiB,
         ge=64 * 1024,
         description="Largest export request, in bytes (the gRPC receive limit of Collector, Jaeger and Tempo).",
+    )
+    dedupe_window: float = Field(
+        86_400.0,
+        ge=0,
+        description="Seconds a delivered run is remembered so a re-sent copy is not exported again; 0 turns this off.",
+    )
+    dedupe_max_runs: int = Field(1_000_000, ge=1, description="Most delivered runs remembered (oldest forgotten).")
+    ready_export_max_age: float = Field(
+        0,
+        ge=0,
+        description="If > 0, /readyz fails when batches wait and no export succeeded for this many seconds.",
     )
     shutdown_grace: float = Field(10.0, ge=0, description="Seconds an export under way may take to finish at shutdown.")
     retry_initial_backoff: float = Field(
@@ -189,7 +217,10 @@ class Settings(BaseSettings):
             raise ValueError("retry_max_backoff must not be below retry_initial_backoff")
         if (self.otlp_client_key is None) != (self.otlp_client_certificate is None):
             raise ValueError("otlp_client_key and otlp_client_certificate must be set together")
-        if not self.access_keys and not self.auth_disabled:
+        names = [tenant.name for tenant in self.tenants]
+        if len(set(names)) != len(names) or DEFAULT_TENANT in names:
+            raise ValueError(f"tenant names must be unique and not {DEFAULT_TENANT!r}")
+        if not self.access_keys and not self.tenants and not self.auth_disabled:
             raise ValueError(
                 "no access key configured: set DYNAMIQ_OTEL_ACCESS_KEYS (or access_keys in the config "
                 "file); for a local trial only, set auth_disabled: true"

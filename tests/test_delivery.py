@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -24,12 +25,12 @@ def runtime_for(settings: Settings) -> Iterator[Runtime]:
     try:
         yield runtime
     finally:
-        runtime.delivery.transport.close()
+        runtime.delivery.close()
         runtime.store.close()
 
 
 def _put(runtime: Runtime, n_nodes: int = 1) -> None:
-    root = workflow_run()
+    root = workflow_run(id=str(uuid.uuid4()))
     runs = [root] + [node_run(root) for _ in range(n_nodes)]
     runtime.store.put(body(*runs), len(runs))
 
@@ -164,3 +165,53 @@ def test_requests_are_split_under_the_size_limit(
 )
 def test_retry_after_parsing(header: str | None, expected: float | None) -> None:
     assert parse_retry_after(header) == expected
+
+
+def test_re_sent_runs_are_exported_once_also_across_a_restart(
+    receiver: RecordingReceiver, make_settings: Callable[..., Settings]
+) -> None:
+    root = workflow_run(id=str(uuid.uuid4()))
+    first = [root, node_run(root)]
+    second = [*first, node_run(root)]  # a reused handler re-sends every earlier run
+    settings = make_settings(otlp_traces_endpoint=receiver.http_endpoint)
+    with runtime_for(settings) as runtime:
+        runtime.store.put(body(*first), 2)
+        _drain(runtime, lambda: runtime.store.stats().batches == 0)
+    with runtime_for(settings) as runtime:  # a new process on the same store
+        runtime.store.put(body(*second), 3)
+        _drain(runtime, lambda: runtime.store.stats().batches == 0)
+        assert runtime.delivery.counters.runs_skipped_resent == 2
+        assert runtime.delivery.counters.runs_exported == 1
+    span_ids = [span.span_id for span in receiver.spans()]
+    assert len(span_ids) == len(set(span_ids)) == 3
+
+
+def test_a_run_whose_state_changed_is_exported_again(
+    receiver: RecordingReceiver, make_settings: Callable[..., Settings]
+) -> None:
+    root = workflow_run(id=str(uuid.uuid4()))
+    with runtime_for(make_settings(otlp_traces_endpoint=receiver.http_endpoint)) as runtime:
+        runtime.store.put(body(root), 1)
+        runtime.store.put(body({**root, "status": "failed", "error": {"message": "late failure"}}), 1)
+        _drain(runtime, lambda: runtime.store.stats().batches == 0)
+    assert receiver.span_count() == 2
+
+
+def test_dedupe_can_be_turned_off(receiver: RecordingReceiver, make_settings: Callable[..., Settings]) -> None:
+    root = workflow_run(id=str(uuid.uuid4()))
+    with runtime_for(make_settings(otlp_traces_endpoint=receiver.http_endpoint, dedupe_window=0)) as runtime:
+        runtime.store.put(body(root), 1)
+        runtime.store.put(body(root), 1)
+        _drain(runtime, lambda: runtime.store.stats().batches == 0)
+    assert receiver.span_count() == 2
+
+
+def test_memory_of_delivered_runs_is_bounded(make_settings: Callable[..., Settings]) -> None:
+    with runtime_for(make_settings()) as runtime:
+        store = runtime.store
+        store.put(b"{}", 1)
+        (claimed,) = store.claim(1, 30)
+        store.ack([claimed.id], [bytes([n]) * 16 for n in range(10)])
+        assert store.forget_delivered(older_than_s=3600, keep_at_most=4) == 6
+        assert len(store.already_delivered([bytes([n]) * 16 for n in range(10)])) == 4
+        assert store.forget_delivered(older_than_s=0, keep_at_most=100) == 4
