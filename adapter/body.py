@@ -30,25 +30,48 @@ async def read_body(
     encoding = (encoding or "identity").strip().lower()
     if encoding not in ENCODINGS:
         raise ApiError(415, {"Content-Encoding": "must be one of: " + ", ".join(ENCODINGS)})
-    decoder = None if encoding == "identity" else zlib.decompressobj(wbits=31 if encoding == "gzip" else 15)
+    if encoding == "identity":
+        return await _read_plain(stream, limit)
+    return await _read_compressed(stream, encoding, limit)
+
+
+def _too_large(limit: int, what: str = "body") -> ApiError:
+    return ApiError(413, {"input": f"{what} must not exceed {limit} bytes"})
+
+
+async def _read_plain(stream: AsyncIterator[bytes], limit: int) -> bytes:
     parts: list[bytes] = []
     size = 0
-    raw_size = 0
+    async for chunk in stream:
+        size += len(chunk)
+        if size > limit:
+            raise _too_large(limit)
+        parts.append(chunk)
+    return b"".join(parts)
+
+
+async def _read_compressed(stream: AsyncIterator[bytes], encoding: str, limit: int) -> bytes:
+    """Decompress as the bytes arrive; several gzip members in a row are read one after another."""
+    wbits = 31 if encoding == "gzip" else 15
+    decoder = zlib.decompressobj(wbits=wbits)
+    parts: list[bytes] = []
+    size = raw_size = 0
     async for chunk in stream:
         raw_size += len(chunk)
         if raw_size > limit:
-            raise ApiError(413, {"input": f"body must not exceed {limit} bytes"})
-        if decoder is not None:
+            raise _too_large(limit)
+        while chunk:
             try:
-                chunk = decoder.decompress(chunk, limit + 1 - size)
+                out = decoder.decompress(chunk, limit + 1 - size)
             except zlib.error:
                 raise ApiError(400, {"input": f"is not valid {encoding} data"}) from None
-            if decoder.unconsumed_tail:
-                raise ApiError(413, {"input": f"decompressed body must not exceed {limit} bytes"})
-        size += len(chunk)
-        if size > limit:
-            raise ApiError(413, {"input": f"body must not exceed {limit} bytes"})
-        parts.append(chunk)
-    if decoder is not None and not decoder.eof:
+            size += len(out)
+            if size > limit or decoder.unconsumed_tail:
+                raise _too_large(limit, "decompressed body")
+            parts.append(out)
+            chunk = decoder.unused_data if decoder.eof else b""
+            if decoder.eof and chunk:
+                decoder = zlib.decompressobj(wbits=wbits)
+    if not decoder.eof:
         raise ApiError(400, {"input": f"is not valid {encoding} data (truncated)"})
     return b"".join(parts)

@@ -210,7 +210,8 @@ class Store:
         next_try = time.time_ns() + int(delay_s * 1e9)
         with self._write() as db:
             db.executemany(
-                "UPDATE batches SET state = 'ready', next_try_ns = ?, last_error = ? WHERE id = ?",
+                "UPDATE batches SET state = 'ready', next_try_ns = ?, last_error = ?"
+                " WHERE id = ? AND state = 'inflight'",
                 [(next_try, error, batch_id) for batch_id in ids],
             )
 
@@ -272,12 +273,13 @@ class Store:
         with self._write() as db:
             owners = [row[0] for row in db.execute("SELECT DISTINCT owner_pid FROM batches WHERE state='inflight'")]
             gone = [pid for pid in owners if pid != os.getpid() and not _alive(pid)]
+            count = 0
             for pid in gone:
-                db.execute(
+                count += db.execute(
                     "UPDATE batches SET state = 'ready', next_try_ns = 0 WHERE state = 'inflight' AND owner_pid = ?",
                     (pid,),
-                )
-            return int(db.execute("SELECT changes()").fetchone()[0]) if gone else 0
+                ).rowcount
+            return count
 
     def check_writable(self) -> None:
         """Take and release the write lock: raises StoreUnavailable when the store cannot be written."""

@@ -76,7 +76,7 @@ def parse_batch(body: bytes, *, accept_unfinished: bool, max_runs: int) -> list[
     if not isinstance(document, dict):
         raise InvalidBatch({"input": "must be a JSON object"})
     runs = document.get("runs")
-    if runs is None or runs == []:
+    if runs == [] or _blank(runs):
         raise InvalidBatch({"runs": BLANK})
     if not isinstance(runs, list):
         raise InvalidBatch({"runs": "must be a list"})

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -11,13 +10,14 @@ import yaml
 from pydantic import SecretStr, ValidationError
 from pydantic_settings import SettingsConfigDict
 
-from config.otel_env import OTEL_VARIABLES, OtelVariableError
+from config.otel_env import OTEL_VARIABLES, OtelEnvSource
 from config.settings import ENV_PREFIX, Settings
 
 MASK = "****"
 """What a secret looks like in printed settings."""
 
-_SECRET_HEADER = re.compile(r"auth|key|token|secret|password|cookie", re.IGNORECASE)
+PUBLIC_HEADERS = frozenset({"x-scope-orgid", "x-honeycomb-dataset", "content-type", "user-agent"})
+"""Export headers printed in clear by check-config; every other header value is masked."""
 
 
 class SettingsError(Exception):
@@ -41,13 +41,18 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
     class _FromFile(Settings):
         model_config = SettingsConfigDict(yaml_file=config_file)
 
+    OtelEnvSource.problems = []
+    lines: list[str] = []
+    loaded: Settings | None = None
     try:
         loaded = _FromFile(**overrides)
-    except OtelVariableError as exc:
-        raise SettingsError(f"invalid setting {exc}") from None
     except ValidationError as exc:
-        raise SettingsError(_describe(exc)) from None
-    return Settings.model_construct(**dict(loaded))
+        lines.extend(_describe(exc).splitlines())
+    for field, error in OtelEnvSource.problems:
+        lines.insert(0, f"invalid setting {field!r} (environment: {' or '.join(env_names(field))}): {error}")
+    if lines or loaded is None:
+        raise SettingsError("\n".join(lines))
+    return Settings.model_construct(_fields_set=loaded.model_fields_set, **dict(loaded))
 
 
 def _check_yaml_file(path: Path) -> None:
@@ -86,17 +91,17 @@ def masked(settings: Settings) -> dict[str, Any]:
     """The effective settings as plain data, secrets replaced by ``MASK``."""
     data = settings.model_dump(mode="json")
     data["access_keys"] = [MASK for _ in settings.access_keys]
-    data["otlp_headers"] = {
-        name: MASK if _SECRET_HEADER.search(name) else value for name, value in settings.otlp_headers.items()
-    }
+    data["otlp_headers"] = _masked_headers(settings.otlp_headers)
     for tenant in data["tenants"]:
         tenant["access_keys"] = [MASK for _ in tenant["access_keys"]]
-        tenant["otlp_headers"] = {
-            name: MASK if _SECRET_HEADER.search(name) else value for name, value in tenant["otlp_headers"].items()
-        }
+        tenant["otlp_headers"] = _masked_headers(tenant["otlp_headers"])
     data["traces_endpoint"] = settings.traces_endpoint
     data["effective_project_name"] = settings.effective_project_name
     return data
+
+
+def _masked_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    return {name: value if name.lower() in PUBLIC_HEADERS else MASK for name, value in headers.items()}
 
 
 def reveal(keys: list[SecretStr]) -> list[str]:

@@ -54,15 +54,26 @@ def parse_key_value_list(variable: str, raw: str) -> dict[str, str]:
     return result
 
 
-def read_otel_environment(environ: Mapping[str, str]) -> dict[str, Any]:
-    """Return the settings that the standard variables in ``environ`` set."""
+def read_otel_environment(
+    environ: Mapping[str, str], problems: list[tuple[str, OtelVariableError]] | None = None
+) -> dict[str, Any]:
+    """Return the settings that the standard variables in ``environ`` set.
+
+    A variable that cannot be parsed is left out and, when ``problems`` is given, recorded there as
+    ``(setting, error)``; without ``problems`` it raises.
+    """
     found: dict[str, Any] = {}
     for field, variables in OTEL_VARIABLES.items():
         for variable in variables:
             raw = environ.get(variable)
             if raw is None or raw.strip() == "":
                 continue
-            found[field] = _parse(field, variable, raw.strip())
+            try:
+                found[field] = _parse(field, variable, raw.strip())
+            except OtelVariableError as exc:
+                if problems is None:
+                    raise
+                problems.append((field, exc))
             break
     resource = found.get("resource_attributes", {})
     if "service_name" not in found and "service.name" in resource:
@@ -81,10 +92,16 @@ def _parse(field: str, variable: str, raw: str) -> Any:
 
 
 class OtelEnvSource(PydanticBaseSettingsSource):
-    """pydantic-settings source for the ``OTEL_*`` variables listed in ``OTEL_VARIABLES``."""
+    """pydantic-settings source for the ``OTEL_*`` variables listed in ``OTEL_VARIABLES``.
+
+    Variables that cannot be parsed are collected in ``problems`` (reported with the other
+    problems by ``load_settings``) instead of stopping at the first.
+    """
+
+    problems: list[tuple[str, OtelVariableError]] = []
 
     def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
         raise NotImplementedError  # __call__ reads all variables at once
 
     def __call__(self) -> dict[str, Any]:
-        return read_otel_environment(os.environ)
+        return read_otel_environment(os.environ, OtelEnvSource.problems)

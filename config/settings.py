@@ -225,10 +225,16 @@ class Settings(BaseSettings):
                 "no access key configured: set DYNAMIQ_OTEL_ACCESS_KEYS (or access_keys in the config "
                 "file); for a local trial only, set auth_disabled: true"
             )
-        for path in (self.otlp_certificate, self.otlp_client_key, self.otlp_client_certificate):
-            if path is not None and not path.is_file():
-                raise ValueError(f"certificate file {path} does not exist")
+        if self.max_body_bytes > self.store_max_bytes:
+            raise ValueError("max_body_bytes must not exceed store_max_bytes (such a batch could never be stored)")
         return self
+
+    @field_validator("otlp_certificate", "otlp_client_key", "otlp_client_certificate")
+    @classmethod
+    def _check_file(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_file():
+            raise ValueError(f"file {value} does not exist")
+        return value
 
     @classmethod
     def settings_customise_sources(

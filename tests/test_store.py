@@ -1,0 +1,440 @@
+"""The durable SQLite queue: put / claim / ack / retry / bury / replay, limits, leases, crash recovery."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from adapter.store import Store, StoreFull
+
+HOUR = 3600.0
+
+
+def dead_pid() -> int:
+    """The pid of a process that has exited (and been reaped)."""
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()
+    return process.pid
+
+
+def rows(path: Path) -> list[tuple[int, str, int, int, bytes]]:
+    """``(id, state, attempts, owner_pid, body)`` of every row, read with a separate connection."""
+    db = sqlite3.connect(path)
+    try:
+        return [
+            (row[0], row[1], row[2], row[3], bytes(row[4]))
+            for row in db.execute("SELECT id, state, attempts, owner_pid, body FROM batches ORDER BY id")
+        ]
+    finally:
+        db.close()
+
+
+def set_owner(path: Path, ids: list[int], pid: int) -> None:
+    db = sqlite3.connect(path)
+    try:
+        db.executemany("UPDATE batches SET owner_pid = ? WHERE id = ?", [(pid, i) for i in ids])
+        db.commit()
+    finally:
+        db.close()
+
+
+def assert_consistent(store: Store) -> tuple[int, int, int]:
+    """The running totals equal what the table holds; returns ``(batches, bytes, dead)``."""
+    stats = store.stats()
+    db = sqlite3.connect(store.path)
+    try:
+        live, size = db.execute("SELECT count(*), coalesce(sum(size), 0) FROM batches WHERE state != 'dead'").fetchone()
+        dead = db.execute("SELECT count(*) FROM batches WHERE state = 'dead'").fetchone()[0]
+    finally:
+        db.close()
+    assert (stats.batches, stats.bytes, stats.dead) == (live, size, dead)
+    return stats.batches, stats.bytes, stats.dead
+
+
+def make_store(path: Path, max_bytes: int = 1_000_000, max_batches: int = 1000, sync: str = "full") -> Store:
+    store = Store(path, max_bytes=max_bytes, max_batches=max_batches, sync=sync)
+    store.open()
+    return store
+
+
+@pytest.fixture
+def path(tmp_path: Path) -> Path:
+    return tmp_path / "data" / "queue.sqlite3"
+
+
+@pytest.fixture
+def store(path: Path) -> Iterator[Store]:
+    opened = make_store(path)
+    yield opened
+    opened.close()
+
+
+def fill(store: Store, count: int, size: int = 10) -> list[int]:
+    return [store.put(bytes([65 + i % 26]) * size, runs=i + 1) for i in range(count)]
+
+
+# --- put / stats -----------------------------------------------------------------------------------
+
+
+def test_open_creates_directory_and_empty_store(store: Store, path: Path) -> None:
+    assert path.is_file()
+    stats = store.stats()
+    assert (stats.batches, stats.bytes, stats.oldest_received_ns, stats.dead) == (0, 0, None, 0)
+    assert store.claim(10, HOUR) == []
+
+
+def test_open_twice_is_harmless(store: Store) -> None:
+    store.put(b"abc", 1)
+    store.open()
+    assert assert_consistent(store) == (1, 3, 0)
+
+
+def test_put_and_stats(store: Store) -> None:
+    ids = [store.put(b"a" * 10, 1), store.put(b"b" * 20, 2, tenant="acme"), store.put(b"c" * 30, 3)]
+    assert ids == sorted(ids) and len(set(ids)) == 3
+    assert assert_consistent(store) == (3, 60, 0)
+    claimed = store.claim(10, HOUR)
+    assert [(c.id, c.tenant, c.body, c.attempts) for c in claimed] == [
+        (ids[0], "default", b"a" * 10, 1),
+        (ids[1], "acme", b"b" * 20, 1),
+        (ids[2], "default", b"c" * 30, 1),
+    ]
+    assert store.stats().oldest_received_ns == claimed[0].received_ns
+    assert claimed[0].received_ns <= claimed[1].received_ns <= claimed[2].received_ns
+
+
+@pytest.mark.parametrize(
+    ("max_batches", "max_bytes", "sizes", "accepted"),
+    [
+        pytest.param(2, 1_000_000, [10, 10, 10], [True, True, False], id="batches"),
+        pytest.param(100, 100, [60, 40, 1], [True, True, False], id="bytes-exactly-at-limit"),
+        pytest.param(100, 100, [60, 41, 40], [True, False, True], id="bytes-over-then-fits"),
+        pytest.param(100, 100, [101], [False], id="one-batch-bigger-than-store"),
+        pytest.param(1, 100, [100, 1], [True, False], id="both-limits"),
+    ],
+)
+def test_limits_refuse_before_writing(
+    path: Path, max_batches: int, max_bytes: int, sizes: list[int], accepted: list[bool]
+) -> None:
+    store = make_store(path, max_bytes=max_bytes, max_batches=max_batches)
+    try:
+        outcome = []
+        for size in sizes:
+            try:
+                store.put(b"x" * size, 1)
+                outcome.append(True)
+            except StoreFull:
+                outcome.append(False)
+        assert outcome == accepted
+        kept = [size for size, ok in zip(sizes, accepted, strict=True) if ok]
+        assert assert_consistent(store) == (len(kept), sum(kept), 0)
+        assert [len(row[4]) for row in rows(path)] == kept
+    finally:
+        store.close()
+
+
+def test_room_again_after_ack(path: Path) -> None:
+    store = make_store(path, max_batches=1)
+    try:
+        first = store.put(b"one", 1)
+        with pytest.raises(StoreFull):
+            store.put(b"two", 1)
+        store.ack([first])
+        store.put(b"two", 1)
+        assert [row[4] for row in rows(path)] == [b"two"]
+        assert assert_consistent(store) == (1, 3, 0)
+    finally:
+        store.close()
+
+
+# --- claim -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("limits", "expected"),
+    [
+        pytest.param([1, 1, 1, 1], [[1], [2], [3], []], id="one-at-a-time"),
+        pytest.param([2, 2], [[1, 2], [3]], id="two-at-a-time"),
+        pytest.param([10, 10], [[1, 2, 3], []], id="all"),
+    ],
+)
+def test_claim_is_oldest_first(store: Store, limits: list[int], expected: list[list[int]]) -> None:
+    ids = fill(store, 3)
+    got = [[c.id for c in store.claim(limit, HOUR)] for limit in limits]
+    assert got == [[ids[i - 1] for i in group] for group in expected]
+    assert assert_consistent(store) == (3, 30, 0), "claiming does not change the totals"
+
+
+def test_claim_respects_lease(store: Store) -> None:
+    [batch] = fill(store, 1)
+    assert [c.id for c in store.claim(10, HOUR)] == [batch]
+    assert store.claim(10, HOUR) == [], "a leased batch is not claimed again"
+
+
+def test_expired_lease_is_claimed_again(store: Store) -> None:
+    [batch] = fill(store, 1)
+    assert [(c.id, c.attempts) for c in store.claim(10, 0.0)] == [(batch, 1)]
+    assert [(c.id, c.attempts) for c in store.claim(10, HOUR)] == [(batch, 2)]
+    assert store.claim(10, HOUR) == []
+
+
+def test_claim_respects_next_attempt_time(store: Store) -> None:
+    first, second = fill(store, 2)
+    store.claim(10, HOUR)
+    store.retry([first], HOUR, "503: later")
+    store.retry([second], 0.0, "503: now")
+    assert [(c.id, c.attempts) for c in store.claim(10, HOUR)] == [(second, 2)]
+    assert store.claim(10, HOUR) == []
+    assert assert_consistent(store) == (2, 20, 0), "retrying does not change the totals"
+    db = sqlite3.connect(store.path)
+    try:
+        errors = db.execute("SELECT id, state, last_error FROM batches ORDER BY id").fetchall()
+    finally:
+        db.close()
+    assert errors == [(first, "ready", "503: later"), (second, "inflight", "503: now")]
+
+
+# --- ack / bury / replay / purge ---------------------------------------------------------------------
+
+
+def test_ack_deletes_and_keeps_totals(store: Store) -> None:
+    ids = fill(store, 3)
+    store.claim(10, HOUR)
+    store.ack([ids[0], ids[2]])
+    assert [row[0] for row in rows(store.path)] == [ids[1]]
+    assert assert_consistent(store) == (1, 10, 0)
+    store.ack([ids[0], ids[2], 999])  # already gone, unknown: nothing changes
+    store.ack([])
+    assert assert_consistent(store) == (1, 10, 0)
+
+
+def test_bury_moves_to_dead_letters(store: Store) -> None:
+    ids = fill(store, 2)
+    claimed = store.claim(10, HOUR)
+    store.bury([ids[0]], "400: rejected by backend")
+    store.bury([ids[0]], "400: again")  # already dead: the totals must not drop twice
+    assert assert_consistent(store) == (1, 10, 1)
+    assert store.dead_letters() == [(ids[0], claimed[0].received_ns, 1, "400: again")]
+    store.retry([ids[1]], 0.0, "retry")
+    assert [c.id for c in store.claim(10, HOUR)] == [ids[1]], "a dead batch is never claimed"
+    assert store.stats().oldest_received_ns == claimed[1].received_ns, "dead batches are not waiting"
+
+
+def test_ack_of_dead_batch_keeps_totals(store: Store) -> None:
+    ids = fill(store, 2)
+    store.bury([ids[0]], "dead")
+    store.ack([ids[0]])
+    assert assert_consistent(store) == (1, 10, 0)
+
+
+@pytest.mark.parametrize(
+    ("replay_ids", "expected_count", "expected_dead"),
+    [
+        pytest.param(None, 2, 0, id="all"),
+        pytest.param([1], 1, 1, id="one"),
+        pytest.param([3, 999], 0, 2, id="not-dead-or-unknown"),
+    ],
+)
+def test_replay(store: Store, replay_ids: list[int] | None, expected_count: int, expected_dead: int) -> None:
+    ids = fill(store, 3)
+    assert ids == [1, 2, 3]
+    store.claim(10, HOUR)
+    store.bury([1, 2], "dead")
+    assert store.replay(replay_ids) == expected_count
+    batches, size, dead = assert_consistent(store)
+    assert (batches, size, dead) == (1 + expected_count, 10 * (1 + expected_count), expected_dead)
+    replayed = store.claim(10, HOUR)
+    assert sorted((c.id, c.attempts) for c in replayed) == sorted(
+        (i, 1) for i in ([1, 2] if replay_ids is None else [i for i in replay_ids if i in (1, 2)])
+    ), "replayed batches are due at once, with attempts counted afresh"
+
+
+def test_purge_dead(store: Store) -> None:
+    ids = fill(store, 3)
+    store.bury(ids[:2], "dead")
+    assert store.purge_dead([ids[0]]) == 1
+    assert assert_consistent(store) == (1, 10, 1)
+    assert store.purge_dead() == 1
+    assert assert_consistent(store) == (1, 10, 0)
+    assert [row[0] for row in rows(store.path)] == [ids[2]]
+
+
+def test_retry_of_dead_batch_keeps_totals_consistent(store: Store) -> None:
+    [batch] = fill(store, 1)
+    store.claim(10, 0.0)  # process A; its lease runs out
+    store.claim(10, HOUR)  # process B takes over ...
+    store.bury([batch], "400: rejected")  # ... and the backend rejects the batch for good
+    store.retry([batch], 0.0, "A: timeout")  # A's late answer
+    assert_consistent(store)
+
+
+# --- recovery ------------------------------------------------------------------------------------------
+
+
+def test_data_survives_close_and_reopen(path: Path) -> None:
+    store = make_store(path)
+    ids = fill(store, 3)
+    store.claim(1, HOUR)
+    store.bury([ids[2]], "dead")
+    store.close()
+    again = make_store(path)
+    try:
+        assert assert_consistent(again) == (2, 20, 1)
+        assert [(row[0], row[1], row[4]) for row in rows(path)] == [
+            (ids[0], "inflight", b"A" * 10),
+            (ids[1], "ready", b"B" * 10),
+            (ids[2], "dead", b"C" * 10),
+        ]
+        assert [c.id for c in again.claim(10, HOUR)] == [ids[1]], "own live lease is kept across reopen"
+    finally:
+        again.close()
+
+
+def test_inflight_batches_of_dead_process_reclaimed_on_open(path: Path) -> None:
+    store = make_store(path)
+    ids = fill(store, 4)
+    store.claim(10, HOUR)
+    store.close()
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        set_owner(path, [ids[0], ids[1]], dead_pid())
+        set_owner(path, [ids[2]], sleeper.pid)  # another process that still runs: its lease holds
+        # ids[3] stays owned by this (live) process
+        again = make_store(path)
+        try:
+            assert [(row[0], row[1]) for row in rows(path)] == [
+                (ids[0], "ready"),
+                (ids[1], "ready"),
+                (ids[2], "inflight"),
+                (ids[3], "inflight"),
+            ]
+            assert [(c.id, c.attempts) for c in again.claim(10, HOUR)] == [(ids[0], 2), (ids[1], 2)]
+            assert assert_consistent(again) == (4, 40, 0)
+        finally:
+            again.close()
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+
+
+def test_reclaim_orphans_counts_every_batch(store: Store) -> None:
+    ids = fill(store, 3)
+    store.claim(10, HOUR)
+    first, second = dead_pid(), dead_pid()
+    set_owner(store.path, [ids[0], ids[1]], first)
+    set_owner(store.path, [ids[2]], second)
+    assert store.reclaim_orphans() == 3
+
+
+@pytest.mark.parametrize(("sync", "pragma"), [("full", 2), ("normal", 1)])
+def test_sync_mode(path: Path, sync: str, pragma: int) -> None:
+    store = make_store(path, sync=sync)
+    try:
+        assert store._conn().execute("PRAGMA synchronous").fetchone()[0] == pragma
+        assert store._conn().execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    finally:
+        store.close()
+
+
+# --- concurrency ---------------------------------------------------------------------------------------
+
+
+def test_two_store_objects_never_claim_the_same_batch(path: Path) -> None:
+    """Two Store objects on one file (each with its own connections, as two processes have)."""
+    producer = make_store(path)
+    fill(producer, 200, size=5)
+    stores = [make_store(path), make_store(path)]
+    claimed: list[list[int]] = [[], []]
+    start = threading.Barrier(4)
+
+    def worker(index: int) -> None:
+        store = stores[index % 2]
+        start.wait()
+        while batch := store.claim(3, HOUR):
+            claimed[index % 2].extend(c.id for c in batch)
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    try:
+        everything = claimed[0] + claimed[1]
+        assert sorted(everything) == list(range(1, 201))
+        assert len(set(everything)) == len(everything), "a batch was claimed twice"
+        assert assert_consistent(producer) == (200, 1000, 0)
+    finally:
+        for store in [producer, *stores]:
+            store.close()
+
+
+CLAIMER = textwrap.dedent(
+    """
+    import json, sys
+    from pathlib import Path
+    from adapter.store import Store
+    store = Store(Path(sys.argv[1]), max_bytes=10**9, max_batches=10**6)
+    store.open()
+    print("ready", flush=True)
+    sys.stdin.readline()  # "go": both processes are open and alive
+    ids = []
+    while batch := store.claim(2, 3600):
+        ids.extend(c.id for c in batch)
+    print(json.dumps(ids), flush=True)
+    sys.stdin.readline()  # stay alive until the other process is done too
+    store.close()
+    """
+)
+
+
+def test_two_processes_never_claim_the_same_batch(path: Path) -> None:
+    """Two live processes claiming from one store at the same time never take the same batch.
+
+    (Both stay alive until both are done: a batch in flight in a process that has exited is
+    reclaimed on ``open()`` by design, which would be a legitimate second claim.)
+    """
+    producer = make_store(path)
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-c", CLAIMER, str(path)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            cwd=Path(__file__).resolve().parents[1],
+        )
+        for _ in range(2)
+    ]
+    try:
+        fill(producer, 300, size=5)
+        for process in processes:
+            assert process.stdout is not None and process.stdout.readline() == "ready\n"
+        for process in processes:
+            assert process.stdin is not None
+            process.stdin.write("go\n")
+            process.stdin.flush()
+        claimed = [json.loads(process.stdout.readline()) for process in processes if process.stdout is not None]
+        everything = claimed[0] + claimed[1]
+        assert sorted(everything) == list(range(1, 301))
+        assert not set(claimed[0]) & set(claimed[1]), "a batch was claimed by both processes"
+        owners = {row[3] for row in rows(path)}
+        assert owners == {process.pid for process, ids in zip(processes, claimed, strict=True) if ids}
+        assert os.getpid() not in owners
+    finally:
+        for process in processes:
+            if process.stdin is not None:
+                process.stdin.close()
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        producer.close()
