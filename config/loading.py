@@ -9,6 +9,7 @@ from typing import Any
 import yaml
 from pydantic import SecretStr, ValidationError
 from pydantic_settings import SettingsConfigDict
+from pydantic_settings import SettingsError as PydanticSettingsError
 
 from config.otel_env import OTEL_VARIABLES, OtelEnvSource
 from config.settings import ENV_PREFIX, Settings
@@ -48,6 +49,8 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
         loaded = _FromFile(**overrides)
     except ValidationError as exc:
         lines.extend(_describe(exc).splitlines())
+    except PydanticSettingsError as exc:  # a variable that pydantic-settings could not decode (JSON)
+        lines.append(f"invalid settings: {exc}".replace("\n", " "))
     for field, error in OtelEnvSource.problems:
         lines.insert(0, f"invalid setting {field!r} (environment: {' or '.join(env_names(field))}): {error}")
     if lines or loaded is None:

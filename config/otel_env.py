@@ -34,7 +34,7 @@ class OtelVariableError(ValueError):
     """A standard OpenTelemetry variable could not be parsed."""
 
     def __init__(self, variable: str, problem: str) -> None:
-        super().__init__(f"{variable}: {problem}")
+        super().__init__(f"{variable}: {problem}" if variable else problem)
         self.variable = variable
 
 

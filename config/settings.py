@@ -12,6 +12,7 @@ Sources, highest precedence first:
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -25,7 +26,7 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
-from config.otel_env import OtelEnvSource
+from config.otel_env import OtelEnvSource, parse_key_value_list
 from config.tenants import DEFAULT_TENANT, TenantSettings
 from mapping.model import DEFAULT_REDACT_KEYS
 
@@ -36,6 +37,16 @@ MiB = 1024 * 1024
 
 
 _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+
+
+def _key_value_text(value: Any) -> Any:
+    """Accept ``k1=v1,k2=v2`` (the OpenTelemetry format) or JSON text as well as a YAML mapping."""
+    if not isinstance(value, str):
+        return value
+    text = value.strip()
+    if text.startswith("{"):
+        return json.loads(text)
+    return parse_key_value_list("", text)
 
 
 def _split_csv(value: Any) -> Any:
@@ -117,7 +128,7 @@ class Settings(BaseSettings):
     otlp_traces_endpoint: str | None = Field(
         None, description="Endpoint for traces, used exactly as given; wins over otlp_endpoint."
     )
-    otlp_headers: dict[str, str] = Field(
+    otlp_headers: Annotated[dict[str, str], NoDecode] = Field(
         default_factory=dict, description="Extra headers (gRPC metadata) sent with every export."
     )
     otlp_timeout: int = Field(10_000, ge=1, description="Time limit of one export request, in milliseconds.")
@@ -158,7 +169,7 @@ class Settings(BaseSettings):
 
     # --- resource ---------------------------------------------------------------------------
     service_name: str = Field("dynamiq", min_length=1, description="The resource's service.name.")
-    resource_attributes: dict[str, str] = Field(
+    resource_attributes: Annotated[dict[str, str], NoDecode] = Field(
         default_factory=dict, description="Extra resource attributes (OTEL_RESOURCE_ATTRIBUTES)."
     )
     project_name: str | None = Field(
@@ -193,6 +204,7 @@ class Settings(BaseSettings):
     )
 
     _split_lists = field_validator("access_keys", "redact_keys", mode="before")(_split_csv)
+    _key_values = field_validator("otlp_headers", "resource_attributes", mode="before")(_key_value_text)
 
     @field_validator("otlp_endpoint", "otlp_traces_endpoint")
     @classmethod

@@ -354,6 +354,7 @@ class RecordingReceiver:
         self._grpc_plan: deque[GrpcReply] = deque()
         self._lifecycle = threading.Lock()
         self._grpc_server: grpc.Server | None = None
+        self._grpc_pool: futures.ThreadPoolExecutor | None = None
         self._http_server: _HTTPServer | None = None
         self._http_thread: threading.Thread | None = None
 
@@ -372,6 +373,7 @@ class RecordingReceiver:
                 http_server = _HTTPServer((self._host, self._http_port), self)
             except (OSError, RuntimeError) as exc:  # grpc raises RuntimeError when it cannot bind
                 server.stop(None)
+                pool.shutdown(wait=False)
                 raise OSError(f"cannot bind receiver (grpc port {self._grpc_port}, http port "
                               f"{self._http_port}) on {self._host}: {exc}") from exc
             server.start()
@@ -379,7 +381,7 @@ class RecordingReceiver:
             self._http_thread = threading.Thread(target=http_server.serve_forever, args=(0.05,),
                                                  name="otlp-rx-http", daemon=True)
             self._http_thread.start()
-            self._grpc_server, self._http_server = server, http_server
+            self._grpc_server, self._grpc_pool, self._http_server = server, pool, http_server
             return self
 
     def stop(self, grace: float | None = None) -> None:
@@ -393,7 +395,9 @@ class RecordingReceiver:
                 self._http_thread.join(timeout=5)
             if self._grpc_server is not None:
                 self._grpc_server.stop(grace).wait(timeout=5)
-            self._grpc_server = self._http_server = self._http_thread = None
+            if self._grpc_pool is not None:
+                self._grpc_pool.shutdown(wait=False)
+            self._grpc_server = self._grpc_pool = self._http_server = self._http_thread = None
 
     def restart(self, downtime_s: float = 0.0) -> None:
         """``stop()``, stay down ``downtime_s`` seconds, ``start()`` again on the same ports."""
