@@ -14,6 +14,8 @@ from anyio import to_thread
 from litestar import Litestar, MediaType, Request, Response, get, post
 from litestar.datastructures import State
 from litestar.openapi import OpenAPIConfig
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.trace import SpanKind, Tracer
 from prometheus_client import CollectorRegistry
 
 from adapter.auth import AccessKeys
@@ -24,6 +26,7 @@ from adapter.metrics import Metrics, exposition
 from adapter.openapi import ERROR_RESPONSES, Accepted, TracesOperation
 from adapter.otlp import TransportConfig, make_transport
 from adapter.ratelimit import RateLimits
+from adapter.selftrace import tracer_for
 from adapter.store import Store, StoreFull, StoreUnavailable
 from adapter.validation import InvalidBatch, TooManyRuns, parse_batch
 from adapter.version import package_version
@@ -50,6 +53,8 @@ class Runtime:
     delivery: Delivery
     metrics: Metrics
     limits: RateLimits
+    tracer: Tracer
+    tracer_provider: TracerProvider | None = None
     stopping: bool = False
     started_ns: int = field(default_factory=time.time_ns)
 
@@ -130,7 +135,10 @@ def build_runtime(settings: Settings, registry: CollectorRegistry | None = None)
     )
     limits = {DEFAULT_TENANT: (settings.rate_limit_runs_per_second, settings.rate_limit_burst)}
     limits.update({t.name: (t.rate_limit_runs_per_second, t.rate_limit_burst) for t in settings.tenants})
-    return Runtime(settings, AccessKeys.from_settings(settings), store, delivery, metrics, RateLimits(limits))
+    tracer, provider = tracer_for(settings)
+    delivery.tracer = tracer
+    keys = AccessKeys.from_settings(settings)
+    return Runtime(settings, keys, store, delivery, metrics, RateLimits(limits), tracer, provider)
 
 
 def _runtime(request: Request[Any, Any, State]) -> Runtime:
@@ -153,16 +161,24 @@ async def ingest(request: Request[Any, Any, State]) -> Accepted:
     request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
     tenant: str | None = None
     runs = 0
-    try:
-        tenant, runs = await _ingest(request, runtime)
-    except ApiError as exc:
-        _count(runtime, tenant, runs, exc.status)
-        log.info("batch refused", extra={"request_id": request_id, "tenant": tenant, "status": exc.status,
-                                         "runs": runs, "problems": len(exc.details or {})})  # fmt: skip
-        raise
+    with runtime.tracer.start_as_current_span("ingest", kind=SpanKind.SERVER) as span:
+        try:
+            tenant, runs = await _ingest(request, runtime)
+        except ApiError as exc:
+            span.set_attributes({"http.response.status_code": exc.status, "dynamiq_otel.runs": runs})
+            _refused(runtime, request_id, tenant, runs, exc)
+            raise
+        span.set_attributes({"http.response.status_code": 200, "dynamiq_otel.runs": runs,
+                             "dynamiq_otel.tenant": tenant})  # fmt: skip
     _count(runtime, tenant, runs, 200)
     log.debug("batch accepted", extra={"request_id": request_id, "tenant": tenant, "runs": runs})
     return Accepted()
+
+
+def _refused(runtime: Runtime, request_id: str, tenant: str | None, runs: int, exc: ApiError) -> None:
+    _count(runtime, tenant, runs, exc.status)
+    log.info("batch refused", extra={"request_id": request_id, "tenant": tenant, "status": exc.status,
+                                     "runs": runs, "problems": len(exc.details or {})})  # fmt: skip
 
 
 def _count(runtime: Runtime, tenant: str | None, runs: int, status: int) -> None:
@@ -275,6 +291,8 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
             runtime.stopping = True
             await to_thread.run_sync(runtime.delivery.stop, settings.shutdown_grace)
             runtime.store.close()
+            if runtime.tracer_provider is not None:
+                await to_thread.run_sync(runtime.tracer_provider.shutdown)
 
     if settings.auth_disabled:
         log.warning("AUTHENTICATION IS OFF: any client can post traces. Use this for local trials only.")

@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from opentelemetry import trace
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
@@ -107,6 +108,7 @@ class Delivery:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._last_prune = 0.0
+        self.tracer: trace.Tracer = trace.NoOpTracer()
 
     # --- lifecycle ----------------------------------------------------------------------------
     def start(self) -> None:
@@ -224,7 +226,9 @@ class Delivery:
         for request in self._requests(target.resource, spans):
             size = request.ByteSize()
             started = time.monotonic()
-            result = target.transport.send(request)
+            with self.tracer.start_as_current_span("export", kind=trace.SpanKind.CLIENT) as span:
+                result = target.transport.send(request)
+                span.set_attributes({"dynamiq_otel.export.bytes": size, "dynamiq_otel.export.status": result.status})
             self.metrics.export_duration.observe(time.monotonic() - started)
             self.metrics.export_request_size.observe(size)
             self.metrics.export_responses.labels(result.status).inc()

@@ -167,6 +167,11 @@ class Settings(BaseSettings):
     )
     retry_max_backoff: float = Field(60.0, gt=0, description="Longest wait between export attempts, in seconds.")
 
+    self_tracing: bool = Field(
+        False,
+        description="Trace the service's own work (ingest, export) to the same backend, as service.name dynamiq-otel.",
+    )
+
     # --- resource ---------------------------------------------------------------------------
     service_name: str = Field("dynamiq", min_length=1, description="The resource's service.name.")
     resource_attributes: Annotated[dict[str, str], NoDecode] = Field(
