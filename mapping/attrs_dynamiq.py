@@ -27,7 +27,8 @@ TAGS = "dynamiq.tags"
 NODE_PREFIX = "dynamiq.node."
 """``dynamiq.node.id``, ``.name``, ``.type``, ``.group`` of the serialised node."""
 NODE_CONFIG = "dynamiq.node.config"
-"""The rest of the serialised node (model, prompt, connection id and type, …) as JSON."""
+"""The rest of the serialised node (model, connection id and type, error handling, …) as JSON. An LLM
+node's ``prompt`` is left out when the GenAI or OpenInference set carries its messages."""
 WORKFLOW_ID = "dynamiq.workflow.id"
 """Id of the workflow (workflow runs)."""
 WORKFLOW_VERSION = "dynamiq.workflow.version"
@@ -77,7 +78,9 @@ def attributes_from_run(view: RunView) -> Iterator[Attribute]:
     tags = [str(tag) for tag in run.tags]
     if tags:
         yield TAGS, tags
-    yield from _attributes_from_node(view.node)
+    options = view.options
+    messages_elsewhere = view.group == "llms" and (options.genai_attributes or options.openinference_attributes)
+    yield from _attributes_from_node(view.node, skip_prompt=messages_elsewhere)
     yield from _attributes_from_metadata(view.metadata)
     if run.executions:
         yield EXECUTIONS, len(run.executions)
@@ -92,12 +95,16 @@ def attributes_from_run(view: RunView) -> Iterator[Attribute]:
         yield EXTRA, to_json(run.extra)
 
 
-def _attributes_from_node(node: Mapping[str, Any]) -> Iterator[Attribute]:
-    for key in ("id", "name", "type", "group"):
+_NODE_FIELDS = ("id", "name", "type", "group")
+
+
+def _attributes_from_node(node: Mapping[str, Any], skip_prompt: bool) -> Iterator[Attribute]:
+    for key in _NODE_FIELDS:
         value = node.get(key)
         if isinstance(value, str):
             yield NODE_PREFIX + key, value
-    rest = {key: value for key, value in node.items() if key not in ("id", "name", "type", "group")}
+    left_out = (*_NODE_FIELDS, "prompt") if skip_prompt else _NODE_FIELDS
+    rest = {key: value for key, value in node.items() if key not in left_out}
     if rest:
         yield NODE_CONFIG, to_json(rest)
 

@@ -8,7 +8,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, Span
 
-from mapping.values import encode_attributes
+from mapping.values import add_attributes
 
 SCOPE_NAME = "dynamiq-otel"
 """Instrumentation scope of every span: the translator, not the Dynamiq SDK."""
@@ -25,8 +25,9 @@ def build_resource(
     merged.setdefault(PROJECT_NAME, project_name)
     merged.setdefault("telemetry.sdk.name", "dynamiq")
     merged.setdefault("telemetry.sdk.language", "python")
-    encoded, _ = encode_attributes(sorted(merged.items()), max_length)
-    return Resource(attributes=encoded)
+    resource = Resource()
+    add_attributes(resource.attributes, sorted(merged.items()), max_length)
+    return resource
 
 
 def build_request(resource: Resource, spans: Sequence[Span], scope_version: str) -> ExportTraceServiceRequest:

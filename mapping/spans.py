@@ -13,7 +13,7 @@ from mapping.kinds import genai_operation, span_kind
 from mapping.model import MappingOptions, Run
 from mapping.status import Failure, error_type, exception_attributes, status_of
 from mapping.timestamps import parse_timestamp_ns
-from mapping.values import Attribute, encode_attributes
+from mapping.values import Attribute, add_attributes
 from mapping.view import RunView, view_of
 
 TRUNCATED = "dynamiq.truncated_attributes"
@@ -100,15 +100,14 @@ def _attributes(view: RunView) -> Iterator[Attribute]:
 
 
 def _set_attributes(span: Span, pairs: Iterable[Attribute], limit: int) -> None:
-    encoded, cut = encode_attributes(pairs, limit)
+    cut = add_attributes(span.attributes, pairs, limit)
     if cut:
-        encoded.extend(encode_attributes([(TRUNCATED, cut)], limit)[0])
-    span.attributes.extend(encoded)
+        add_attributes(span.attributes, [(TRUNCATED, cut)], limit)
 
 
 def _add_exception_event(span: Span, failure: Failure, limit: int) -> None:
     event = span.events.add(name="exception", time_unix_nano=span.end_time_unix_nano)
-    event.attributes.extend(encode_attributes(exception_attributes(failure), limit)[0])
+    add_attributes(event.attributes, exception_attributes(failure), limit)
 
 
 def _attempt_spans(run: Run, parent: Span, options: MappingOptions) -> Iterator[Span]:

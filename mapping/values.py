@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from functools import lru_cache
 from typing import Any
 
 import orjson
-from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue, KeyValue
+from google.protobuf.internal.containers import RepeatedCompositeFieldContainer
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 
 REDACTED = "[REDACTED]"
 """What replaces the value of a key whose name looks secret."""
@@ -57,22 +59,66 @@ def is_secret_key(name: str, fragments: tuple[str, ...]) -> bool:
     return False
 
 
+def scrub_error(error: Any) -> Any:
+    """An error object (``{"message", "traceback"}`` or text) with key-like strings scrubbed."""
+    if isinstance(error, str):
+        return scrub_text(error)
+    if isinstance(error, dict):
+        return {key: scrub_text(item) if isinstance(item, str) else item for key, item in error.items()}
+    return error
+
+
 def redact(value: Any, fragments: tuple[str, ...]) -> Any:
-    """A copy of ``value`` with the values of secret-looking keys replaced, at any depth."""
-    if isinstance(value, Mapping):
-        out: dict[str, Any] = {}
+    """``value`` with the values of secret-looking keys replaced by ``REDACTED``, at any depth.
+
+    Containers are copied only along the paths where something was replaced; an untouched value is
+    returned as is (the usual case costs one walk and no allocation).
+    """
+    return _redact(value, fragments)[0]
+
+
+def _redact(value: Any, fragments: tuple[str, ...]) -> tuple[Any, bool]:
+    secret = _secret_cache(fragments)
+    kind = type(value)
+    if kind is dict:
+        changed: dict[str, Any] | None = None
         for key, item in value.items():
-            name = str(key)
-            if item not in (None, "", [], {}) and is_secret_key(name, fragments):
-                out[name] = REDACTED
+            is_secret = secret.get(key)
+            if is_secret is None:
+                is_secret = secret[key] = type(key) is str and is_secret_key(key, fragments)
+            if is_secret and item not in (None, "", [], {}):
+                new, did = REDACTED, True
+            elif type(item) in _CONTAINERS:
+                new, did = _redact(item, fragments)
             else:
-                out[name] = redact(item, fragments)
-        return out
-    if isinstance(value, list | tuple):
-        return [redact(item, fragments) for item in value]
-    if isinstance(value, str):
-        return scrub_text(value)
-    return value
+                continue
+            if did:
+                changed = changed if changed is not None else dict(value)
+                changed[key] = new
+        return (changed, True) if changed is not None else (value, False)
+    if kind is list or kind is tuple:
+        items: list[Any] | None = None
+        for index, item in enumerate(value):
+            if type(item) not in _CONTAINERS:
+                continue
+            new, did = _redact(item, fragments)
+            if did:
+                items = items if items is not None else list(value)
+                items[index] = new
+        return (items, True) if items is not None else (value, False)
+    return value, False
+
+
+_CONTAINERS = frozenset({dict, list, tuple})
+_SECRET_CACHES: dict[tuple[str, ...], dict[Any, bool]] = {}
+
+
+def _secret_cache(fragments: tuple[str, ...]) -> dict[Any, bool]:
+    """Key -> is it secret, per fragment list (bounded: cleared past 100,000 distinct keys)."""
+    cache = _SECRET_CACHES.get(fragments)
+    if cache is None or len(cache) > 100_000:
+        cache = _SECRET_CACHES[fragments] = {}
+    return cache
 
 
 def to_json(value: Any) -> str:
@@ -94,44 +140,59 @@ def cap(text: str, limit: int) -> tuple[str, bool]:
     return text[: max(limit - len(TRUNCATION_MARK), 0)] + TRUNCATION_MARK, True
 
 
-def _any_value(value: AttrValue) -> AnyValue | None:
-    if isinstance(value, bool):
-        return AnyValue(bool_value=value)
-    if isinstance(value, int):
+def _set_value(target: AnyValue, value: Any) -> bool:
+    """Write ``value`` into ``target``; False for a type OTLP attributes cannot hold."""
+    kind = type(value)
+    if kind is str:
+        target.string_value = value
+    elif kind is bool:
+        target.bool_value = value
+    elif kind is int:
         if _INT64_MIN <= value <= _INT64_MAX:
-            return AnyValue(int_value=value)
-        return AnyValue(string_value=str(value))
-    if isinstance(value, float):
-        return AnyValue(double_value=value)
-    if isinstance(value, str):
-        return AnyValue(string_value=value)
-    if isinstance(value, list):
-        items = [_any_value(item) for item in value]
-        return AnyValue(array_value=ArrayValue(values=[item for item in items if item is not None]))
-    return None
+            target.int_value = value
+        else:
+            target.string_value = str(value)
+    elif kind is float:
+        target.double_value = value
+    elif kind is list:
+        values = target.array_value.values
+        for item in value:
+            if not _set_value(values.add(), item):
+                del values[-1]
+    else:
+        return False
+    return True
 
 
-def encode_attributes(pairs: Iterable[Attribute], limit: int) -> tuple[list[KeyValue], list[str]]:
-    """OTLP key-values of ``pairs`` with strings capped to ``limit``; also the keys that were cut.
+def add_attributes(
+    target: RepeatedCompositeFieldContainer[KeyValue], pairs: Iterable[Attribute], limit: int
+) -> list[str]:
+    """Append ``pairs`` to an OTLP attribute list, strings capped to ``limit``; return the keys that were cut.
 
     Later pairs with the same key win. A value of an unsupported type is skipped, not fatal.
     """
-    merged: dict[str, AttrValue] = {}
+    merged: dict[str, Any] = {}
     for key, value in pairs:
         merged[key] = value
-    out: list[KeyValue] = []
     cut_keys: list[str] = []
     for key, value in merged.items():
-        if isinstance(value, str):
-            value, was_cut = cap(value, limit)
-            if was_cut:
-                cut_keys.append(key)
-        elif isinstance(value, list) and value and isinstance(value[0], str):
+        if type(value) is str and len(value) > limit:
+            value = cap(value, limit)[0]
+            cut_keys.append(key)
+        elif type(value) is list and value and isinstance(value[0], str):
             capped = [cap(item, limit) for item in value]
             if any(was_cut for _, was_cut in capped):
                 cut_keys.append(key)
             value = [item for item, _ in capped]
-        encoded = _any_value(value)
-        if encoded is not None:
-            out.append(KeyValue(key=key, value=encoded))
-    return out, cut_keys
+        kv = target.add()
+        kv.key = key
+        if not _set_value(kv.value, value):
+            del target[-1]
+    return cut_keys
+
+
+def encode_attributes(pairs: Iterable[Attribute], limit: int) -> tuple[list[KeyValue], list[str]]:
+    """``pairs`` as a list of OTLP key-values (see ``add_attributes``) and the keys that were cut."""
+    holder = Resource()
+    cut = add_attributes(holder.attributes, pairs, limit)
+    return list(holder.attributes), cut

@@ -8,7 +8,7 @@ from typing import Any
 
 from mapping.kinds import group_of, node_of
 from mapping.model import MappingOptions, Run
-from mapping.values import redact
+from mapping.values import redact, scrub_error
 
 KNOWN_METADATA_KEYS = frozenset(
     {
@@ -79,5 +79,5 @@ def view_of(run: Run, options: MappingOptions) -> RunView:
         metadata=metadata,
         input=redact(run.input, fragments) if content else None,
         output=redact(run.output, fragments) if content else None,
-        error=redact(run.error, fragments),
+        error=scrub_error(redact(run.error, fragments)),
     )
