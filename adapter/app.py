@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+import anyio
 from anyio import to_thread
 from litestar import Litestar, MediaType, Request, Response, get, post
 from litestar.datastructures import State
@@ -39,8 +40,8 @@ log = logging.getLogger("dynamiq_otel")
 RETRY_AFTER_UNAVAILABLE_S = 5
 """Retry-After sent with 503 when the store is full, cannot be written, or the service is stopping."""
 _JSON_TYPES = ("application/json",)
-_REASONS = {400: "bad_request", 401: "unauthorized", 413: "payload_too_large", 415: "unsupported_media_type",
-            429: "rate_limited", 503: "unavailable"}  # fmt: skip
+_REASONS = {400: "bad_request", 401: "unauthorized", 408: "request_timeout", 413: "payload_too_large",
+            415: "unsupported_media_type", 429: "rate_limited", 503: "unavailable"}  # fmt: skip
 
 
 @dataclass
@@ -159,20 +160,27 @@ async def ingest(request: Request[Any, Any, State]) -> Accepted:
     """Check, validate, store durably, answer. Export happens later, from the store."""
     runtime = _runtime(request)
     request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
-    tenant: str | None = None
-    runs = 0
+    seen = _Seen()
     with runtime.tracer.start_as_current_span("ingest", kind=SpanKind.SERVER) as span:
         try:
-            tenant, runs = await _ingest(request, runtime)
+            await _ingest(request, runtime, seen)
         except ApiError as exc:
-            span.set_attributes({"http.response.status_code": exc.status, "dynamiq_otel.runs": runs})
-            _refused(runtime, request_id, tenant, runs, exc)
+            span.set_attributes({"http.response.status_code": exc.status, "dynamiq_otel.runs": seen.runs})
+            _refused(runtime, request_id, seen.tenant, seen.runs, exc)
             raise
-        span.set_attributes({"http.response.status_code": 200, "dynamiq_otel.runs": runs,
-                             "dynamiq_otel.tenant": tenant})  # fmt: skip
-    _count(runtime, tenant, runs, 200)
-    log.debug("batch accepted", extra={"request_id": request_id, "tenant": tenant, "runs": runs})
+        span.set_attributes({"http.response.status_code": 200, "dynamiq_otel.runs": seen.runs,
+                             "dynamiq_otel.tenant": seen.tenant or ""})  # fmt: skip
+    _count(runtime, seen.tenant, seen.runs, 200)
+    log.debug("batch accepted", extra={"request_id": request_id, "tenant": seen.tenant, "runs": seen.runs})
     return Accepted()
+
+
+@dataclass
+class _Seen:
+    """What is known about a batch so far: filled in by ``_ingest`` as each check passes."""
+
+    tenant: str | None = None
+    runs: int = 0
 
 
 def _refused(runtime: Runtime, request_id: str, tenant: str | None, runs: int, exc: ApiError) -> None:
@@ -188,35 +196,45 @@ def _count(runtime: Runtime, tenant: str | None, runs: int, status: int) -> None
     runtime.metrics.runs_received.labels(outcome, name).inc(runs)
 
 
-async def _ingest(request: Request[Any, Any, State], runtime: Runtime) -> tuple[str, int]:
+async def _ingest(request: Request[Any, Any, State], runtime: Runtime, seen: _Seen) -> None:
     settings = runtime.settings
     if runtime.stopping:
         raise ApiError(503, {"service": "shutting down; retry"}, retry_after=RETRY_AFTER_UNAVAILABLE_S)
     tenant = runtime.keys.tenant_of(request.headers.get("authorization"))
     if tenant is None:
         raise ApiError(401)
+    seen.tenant = tenant
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media_type not in _JSON_TYPES:
         raise ApiError(415, {"Content-Type": "must be application/json"})
-    body = await read_body(
-        request.stream(),
-        request.headers.get("content-length"),
-        request.headers.get("content-encoding"),
-        settings.max_body_bytes,
-    )
+    try:
+        with anyio.fail_after(settings.request_read_timeout):
+            body = await read_body(
+                request.stream(),
+                request.headers.get("content-length"),
+                request.headers.get("content-encoding"),
+                settings.max_body_bytes,
+            )
+    except TimeoutError:
+        raise ApiError(
+            408,
+            {"input": f"body not received within {settings.request_read_timeout:g}s"},
+            headers={"Connection": "close"},
+        ) from None
     try:
         runs = parse_batch(
             body, accept_unfinished=settings.accept_unfinished_runs, max_runs=settings.max_runs_per_batch
         )
     except InvalidBatch as exc:
         raise ApiError(400, exc.details) from None
-    except TooManyRuns:
+    except TooManyRuns as exc:
+        seen.runs = int(exc.args[0]) if exc.args else 0
         raise ApiError(413, {"runs": f"must hold at most {settings.max_runs_per_batch} runs"}) from None
+    seen.runs = len(runs)
     wait = runtime.limits.retry_after(tenant, len(runs))
     if wait is not None:
         raise ApiError(429, {"runs": f"rate limit of tenant {tenant!r} reached"}, retry_after=wait)
     await _store(runtime, body, len(runs), tenant)
-    return tenant, len(runs)
 
 
 async def _store(runtime: Runtime, body: bytes, runs: int, tenant: str) -> None:
@@ -239,7 +257,12 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@get("/readyz", media_type=MediaType.JSON, summary="Readiness: the store is writable and below its limits")
+@get(
+    "/readyz",
+    media_type=MediaType.JSON,
+    summary="Readiness: the store is writable and below its limits",
+    responses={503: ERROR_RESPONSES[503]},
+)
 async def readyz(request: Request[Any, Any, State]) -> Response[dict[str, Any]]:
     """503 while stopping, when the store is at a limit or cannot be read, or (if configured) when no
     export has succeeded for ``ready_export_max_age`` seconds while batches wait."""

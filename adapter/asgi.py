@@ -11,6 +11,7 @@ from litestar import Litestar
 from adapter.app import create_app
 from adapter.cli import SERVE_ARGS_VARIABLE
 from adapter.logs import configure_logging
+from adapter.server import HeaderDeadlineProtocol
 from config import load_settings
 
 
@@ -20,4 +21,5 @@ def app_from_environment() -> Litestar:
     config = arguments.get("config") or None
     settings = load_settings(Path(config) if config else None, **arguments.get("overrides", {}))
     configure_logging(settings.log_level)
+    HeaderDeadlineProtocol.deadline_s = settings.request_read_timeout
     return create_app(settings)

@@ -108,7 +108,10 @@ def _serve(settings: Settings, config_file: Path | None, overrides: dict[str, An
             "store": str(settings.store_path),
         },
     )
-    common: dict[str, Any] = {"host": settings.host, "port": settings.port, "log_config": None,
+    from adapter.server import PROTOCOL, HeaderDeadlineProtocol
+
+    HeaderDeadlineProtocol.deadline_s = settings.request_read_timeout
+    common: dict[str, Any] = {"host": settings.host, "port": settings.port, "log_config": None, "http": PROTOCOL,
                               "timeout_graceful_shutdown": int(settings.shutdown_grace) + 5}  # fmt: skip
     if settings.workers > 1:
         _prepare_multiprocess_metrics(settings)

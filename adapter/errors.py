@@ -21,6 +21,7 @@ MESSAGES = {
     401: ("unauthorized", "Unauthorized"),
     404: ("not_found", "Not Found"),
     405: ("method_not_allowed", "Method Not Allowed"),
+    408: ("request_timeout", "Request Timeout"),
     413: ("payload_too_large", "Payload Too Large"),
     415: ("unsupported_media_type", "Unsupported Media Type"),
     429: ("too_many_requests", "Too Many Requests"),

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from litestar.openapi import ResponseSpec
@@ -71,15 +71,19 @@ BATCH_SCHEMA = Schema(
 
 @dataclass
 class TracesOperation(Operation):
-    """Operation of POST /v1/traces with its request body (the handler reads the raw body itself)."""
+    """Operation of POST /v1/traces with its request body (the handler reads the raw body itself).
 
-    request_body: RequestBody | None = field(
-        default_factory=lambda: RequestBody(
-            content={"application/json": OpenAPIMediaType(schema=BATCH_SCHEMA)},
-            required=True,
-            description="A batch of Dynamiq runs, as the Dynamiq SDK's DynamiqTracingClient sends it.",
-        )
-    )
+    Litestar constructs the operation with ``request_body=None`` (the handler has no ``data``
+    parameter), which overrides any field default: the body is filled in after construction.
+    """
+
+    def __post_init__(self) -> None:
+        if self.request_body is None:
+            self.request_body = RequestBody(
+                content={"application/json": OpenAPIMediaType(schema=BATCH_SCHEMA)},
+                required=True,
+                description="A batch of Dynamiq runs, as the Dynamiq SDK's DynamiqTracingClient sends it.",
+            )
 
 
 ERROR_RESPONSES = {

@@ -69,18 +69,27 @@ def _check_yaml_file(path: Path) -> None:
         raise SettingsError(f"config file {path} must hold a mapping of setting names to values")
 
 
+def _place(loc: tuple[int | str, ...]) -> str:
+    """``("tenants", 1, "access_key_sha256", 0)`` -> ``tenants[1].access_key_sha256[0]``."""
+    text = str(loc[0])
+    for part in loc[1:]:
+        text += f"[{part}]" if isinstance(part, int) else f".{part}"
+    return text
+
+
 def _describe(exc: ValidationError) -> str:
     lines = []
     for error in exc.errors():
         field = str(error["loc"][0]) if error["loc"] else ""
+        place = _place(tuple(error["loc"])) if error["loc"] else ""
         message = error["msg"].removeprefix("Value error, ")
         if not field:
             lines.append(f"invalid settings: {message}")
         elif error["type"] == "extra_forbidden":
-            lines.append(f"unknown setting {field!r}: check the spelling against the configuration reference")
+            lines.append(f"unknown setting {place!r}: check the spelling against the configuration reference")
         else:
             where = " or ".join(env_names(field))
-            lines.append(f"invalid setting {field!r} (environment: {where}): {message}")
+            lines.append(f"invalid setting {place!r} (environment: {where}): {message}")
     return "\n".join(lines)
 
 

@@ -12,6 +12,7 @@ Sources, highest precedence first:
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from pathlib import Path
@@ -56,6 +57,24 @@ def _split_csv(value: Any) -> Any:
     return value
 
 
+def _digest(key: str) -> str:
+    return hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def _check_keys_unique(settings: Settings) -> None:
+    """A key may belong to one tenant only: otherwise its batches would silently go to the first."""
+    owners: dict[str, set[str]] = {}
+    for key in settings.access_keys:
+        owners.setdefault(_digest(key.get_secret_value()), set()).add(DEFAULT_TENANT)
+    for tenant in settings.tenants:
+        keys = [key.get_secret_value() for key in tenant.access_keys] + tenant.file_keys()
+        for digest in [_digest(key) for key in keys] + list(tenant.access_key_sha256):
+            owners.setdefault(digest, set()).add(tenant.name)
+    shared = sorted({", ".join(sorted(names)) for names in owners.values() if len(names) > 1})
+    if shared:
+        raise ValueError("an access key is given to more than one tenant: " + "; ".join(shared))
+
+
 class Settings(BaseSettings):
     """All settings. Field names are the YAML keys; ``DYNAMIQ_OTEL_<FIELD>`` is the variable."""
 
@@ -78,6 +97,12 @@ class Settings(BaseSettings):
     )
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         "info", description="Lowest level of log lines written to standard error."
+    )
+    request_read_timeout: float = Field(
+        30.0,
+        gt=0,
+        description="Seconds a client may take to send a request's headers, and again its body; a slower "
+        "client is disconnected (a stalled body gets 408).",
     )
 
     # --- authentication -------------------------------------------------------------------
@@ -237,6 +262,7 @@ class Settings(BaseSettings):
         names = [tenant.name for tenant in self.tenants]
         if len(set(names)) != len(names) or DEFAULT_TENANT in names:
             raise ValueError(f"tenant names must be unique and not {DEFAULT_TENANT!r}")
+        _check_keys_unique(self)
         if not self.access_keys and not self.tenants and not self.auth_disabled:
             raise ValueError(
                 "no access key configured: set DYNAMIQ_OTEL_ACCESS_KEYS (or access_keys in the config "

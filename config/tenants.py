@@ -72,8 +72,9 @@ class TenantSettings(BaseModel):
     def _check_keys(self) -> TenantSettings:
         if self.access_keys_file is not None and not self.access_keys_file.is_file():
             raise ValueError(f"access_keys_file {self.access_keys_file} does not exist")
-        if not (self.access_keys or self.access_key_sha256 or self.access_keys_file):
-            raise ValueError(f"tenant {self.name!r} has no access key")
+        if not (self.access_keys or self.access_key_sha256 or self.file_keys()):
+            where = f" (access_keys_file {self.access_keys_file} holds none)" if self.access_keys_file else ""
+            raise ValueError(f"tenant {self.name!r} has no access key{where}")
         return self
 
     def file_keys(self) -> list[str]:

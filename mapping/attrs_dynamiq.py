@@ -75,7 +75,7 @@ def attributes_from_run(view: RunView) -> Iterator[Attribute]:
         yield SESSION_ID, run.session_id
     if run.parent_run_id is not None:
         yield PARENT_RUN_ID, run.parent_run_id
-    tags = [str(tag) for tag in run.tags]
+    tags = [str(tag) for tag in view.tags]
     if tags:
         yield TAGS, tags
     options = view.options
@@ -91,8 +91,8 @@ def attributes_from_run(view: RunView) -> Iterator[Attribute]:
             yield INPUT, text_of(view.input)[0]
         if view.output is not None:
             yield OUTPUT, text_of(view.output)[0]
-    if run.extra:
-        yield EXTRA, to_json(run.extra)
+    if view.extra:
+        yield EXTRA, to_json(view.extra)
 
 
 _NODE_FIELDS = ("id", "name", "type", "group")

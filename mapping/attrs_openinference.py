@@ -71,7 +71,7 @@ def attributes_from_run(view: RunView) -> Iterator[Attribute]:
     yield SPAN_KIND, openinference_kind(view.group)
     if run.session_id is not None:
         yield SESSION_ID, run.session_id
-    tags = [str(tag) for tag in run.tags]
+    tags = [str(tag) for tag in view.tags]
     if tags:
         yield TAGS, tags
     user_metadata = view.user_metadata

@@ -20,7 +20,7 @@ def _largest_string(span: Span) -> AnyValue | None:
     best: AnyValue | None = None
     for kv in candidates:
         length = len(kv.value.string_value) if kv.value.WhichOneof("value") == "string_value" else 0
-        if length > _FLOOR and (best is None or length > len(best.string_value)):
+        if length > _FLOOR + len(TRUNCATION_MARK) and (best is None or length > len(best.string_value)):
             best = kv.value
     return best
 

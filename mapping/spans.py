@@ -13,7 +13,7 @@ from mapping.kinds import genai_operation, span_kind
 from mapping.model import MappingOptions, Run
 from mapping.status import Failure, error_type, exception_attributes, status_of
 from mapping.timestamps import parse_timestamp_ns
-from mapping.values import Attribute, add_attributes
+from mapping.values import Attribute, add_attributes, cap, redact
 from mapping.view import RunView, view_of
 
 TRUNCATED = "dynamiq.truncated_attributes"
@@ -44,7 +44,7 @@ def _spans_of_run(
     span = Span(
         trace_id=trace_id,
         span_id=span_id_bytes(run.id),
-        name=_span_name(view),
+        name=cap(_span_name(view), options.max_attribute_length)[0],
         kind=span_kind(view.group),  # type: ignore[arg-type]
         start_time_unix_nano=run.start_ns,
         end_time_unix_nano=run.end_ns if run.end_ns is not None else (fallback_end or run.start_ns),
@@ -53,7 +53,8 @@ def _spans_of_run(
     parent = _parent_id(run)
     if parent is not None:
         span.parent_span_id = span_id_bytes(parent)
-    status, failure = status_of(run.status, run.error, options.status_ok_on_success)
+    status, failure = status_of(run.status, view.error, options.status_ok_on_success)
+    status.message = cap(status.message, options.max_attribute_length)[0]
     span.status.CopyFrom(status)
     pairs = list(_attributes(view))
     kind = error_type(run.status, failure)
@@ -129,7 +130,9 @@ def _attempt_spans(run: Run, parent: Span, options: MappingOptions) -> Iterator[
             flags=SAMPLED,
         )
         status_text = execution.get("status") if isinstance(execution.get("status"), str) else None
-        status, failure = status_of(status_text, execution.get("error"), options.status_ok_on_success)
+        error = redact(execution.get("error"), options.redact_keys)
+        status, failure = status_of(status_text, error, options.status_ok_on_success)
+        status.message = cap(status.message, options.max_attribute_length)[0]
         span.status.CopyFrom(status)
         pairs: list[Attribute] = [(ATTEMPT, number), (attrs_dynamiq.RUN_STATUS, status_text or "unfinished")]
         if attempt_id:

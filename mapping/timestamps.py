@@ -10,6 +10,8 @@ _RFC3339 = re.compile(
     r"(?:([Zz])|([+-])([0-9]{2}):([0-9]{2}))?"
 )
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_LAST_NS = 2**64 - 1
+"""OTLP times are unsigned 64-bit nanoseconds: nothing after 2554-07-21T23:34:33.709551615Z."""
 
 
 def parse_timestamp_ns(text: str) -> int | None:
@@ -17,7 +19,8 @@ def parse_timestamp_ns(text: str) -> int | None:
 
     Accepts RFC 3339 date-times (``T``, ``t`` or a space between date and time), with any number of
     fraction digits (digits past the ninth are dropped). A timestamp without an offset is UTC, as
-    the ingest contract decides. Times before 1970 are refused: OTLP cannot carry them.
+    the ingest contract decides. Times before 1970 or after 2554-07-21T23:34:33.709551615Z are
+    refused: OTLP cannot carry them.
     """
     match = _RFC3339.fullmatch(text)
     if match is None:
@@ -36,6 +39,7 @@ def parse_timestamp_ns(text: str) -> int | None:
         offset_s = (off_h * 3600 + off_m * 60) * (1 if match.group(9) == "+" else -1)
     delta = moment - _EPOCH
     seconds = delta.days * 86_400 + delta.seconds - offset_s
-    if seconds < 0:
+    nanos = seconds * 1_000_000_000 + int(fraction)
+    if seconds < 0 or nanos > _LAST_NS:
         return None
-    return seconds * 1_000_000_000 + int(fraction)
+    return nanos

@@ -29,6 +29,11 @@ Attribute = tuple[str, AttrValue]
 
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
+MAX_DEPTH = 64
+"""Deepest nesting kept in a value; deeper containers become ``TOO_DEEP`` (JSON allows 1024 levels,
+orjson writes at most 255 and Python recursion stops near 1000)."""
+TOO_DEEP = "[nested too deep]"
+
 
 def scrub_text(text: str) -> str:
     """Replace key-like strings (``sk-…``, ``Bearer …``, cloud keys) in free text."""
@@ -72,14 +77,17 @@ def redact(value: Any, fragments: tuple[str, ...]) -> Any:
     """``value`` with the values of secret-looking keys replaced by ``REDACTED``, at any depth.
 
     Containers are copied only along the paths where something was replaced; an untouched value is
-    returned as is (the usual case costs one walk and no allocation).
+    returned as is (the usual case costs one walk and no allocation). Containers nested deeper than
+    ``MAX_DEPTH`` are replaced by ``TOO_DEEP``.
     """
-    return _redact(value, fragments)[0]
+    return _redact(value, fragments, 0)[0]
 
 
-def _redact(value: Any, fragments: tuple[str, ...]) -> tuple[Any, bool]:
+def _redact(value: Any, fragments: tuple[str, ...], depth: int) -> tuple[Any, bool]:
     secret = _secret_cache(fragments)
     kind = type(value)
+    if depth >= MAX_DEPTH and kind in _CONTAINERS:
+        return TOO_DEEP, True
     if kind is dict:
         changed: dict[str, Any] | None = None
         for key, item in value.items():
@@ -89,7 +97,7 @@ def _redact(value: Any, fragments: tuple[str, ...]) -> tuple[Any, bool]:
             if is_secret and item not in (None, "", [], {}):
                 new, did = REDACTED, True
             elif type(item) in _CONTAINERS:
-                new, did = _redact(item, fragments)
+                new, did = _redact(item, fragments, depth + 1)
             else:
                 continue
             if did:
@@ -101,7 +109,7 @@ def _redact(value: Any, fragments: tuple[str, ...]) -> tuple[Any, bool]:
         for index, item in enumerate(value):
             if type(item) not in _CONTAINERS:
                 continue
-            new, did = _redact(item, fragments)
+            new, did = _redact(item, fragments, depth + 1)
             if did:
                 items = items if items is not None else list(value)
                 items[index] = new
@@ -121,9 +129,24 @@ def _secret_cache(fragments: tuple[str, ...]) -> dict[Any, bool]:
     return cache
 
 
+def _shallow(value: Any, depth: int = 0) -> Any:
+    """``value`` with containers deeper than ``MAX_DEPTH`` replaced by ``TOO_DEEP``."""
+    if type(value) in _CONTAINERS and depth >= MAX_DEPTH:
+        return TOO_DEEP
+    if isinstance(value, dict):
+        return {key: _shallow(item, depth + 1) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_shallow(item, depth + 1) for item in value]
+    return value
+
+
 def to_json(value: Any) -> str:
     """Compact, key-sorted JSON text of ``value``; anything JSON cannot hold becomes its ``str``."""
-    return orjson.dumps(value, default=str, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS).decode()
+    options = orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS
+    try:
+        return orjson.dumps(value, default=str, option=options).decode()
+    except orjson.JSONEncodeError:  # nested deeper than orjson writes (255 levels)
+        return orjson.dumps(_shallow(value), default=str, option=options).decode()
 
 
 def text_of(value: Any) -> tuple[str, str]:

@@ -47,6 +47,8 @@ class RunView:
     input: Any
     output: Any
     error: Any
+    tags: tuple[Any, ...] = ()
+    extra: Mapping[str, Any] | None = None
 
     @property
     def usage(self) -> Mapping[str, Any]:
@@ -80,4 +82,6 @@ def view_of(run: Run, options: MappingOptions) -> RunView:
         input=redact(run.input, fragments) if content else None,
         output=redact(run.output, fragments) if content else None,
         error=scrub_error(redact(run.error, fragments)),
+        tags=tuple(redact(list(run.tags), fragments)),
+        extra=redact(dict(run.extra), fragments) if run.extra else None,
     )
