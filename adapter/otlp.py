@@ -135,13 +135,27 @@ class HttpTransport:
             except Exception:  # a 2xx whose body is not the response message still means accepted
                 return ExportResult(Outcome.DELIVERED, status)
             return _partial(response, status)
-        detail = answer.text[:500]
+        detail = _http_error_detail(answer)
         if answer.status_code in RETRYABLE_HTTP:
             return ExportResult(Outcome.RETRY, status, detail, parse_retry_after(answer.headers.get("Retry-After")))
         return ExportResult(Outcome.REJECTED, status, detail)
 
     def close(self) -> None:
         self._session.close()
+
+
+def _http_error_detail(answer: requests.Response) -> str:
+    """The backend's reason: the ``google.rpc.Status`` message OTLP/HTTP sends, else readable text."""
+    content_type = answer.headers.get("Content-Type", "")
+    if "protobuf" in content_type:
+        status = status_pb2.Status()
+        try:
+            status.ParseFromString(answer.content)
+            return status.message[:500]
+        except Exception:  # not a Status after all: fall through to a safe rendering
+            pass
+    text = answer.content[:500].decode("utf-8", "replace")
+    return "".join(char if char.isprintable() else " " for char in text).strip()
 
 
 class GrpcTransport:
