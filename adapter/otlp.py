@@ -151,7 +151,7 @@ def _http_error_detail(answer: requests.Response) -> str:
         status = status_pb2.Status()
         try:
             status.ParseFromString(answer.content)
-            return status.message[:500]
+            return str(status.message)[:500]
         except Exception:  # not a Status after all: fall through to a safe rendering
             pass
     text = answer.content[:500].decode("utf-8", "replace")
