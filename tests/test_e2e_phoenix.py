@@ -17,6 +17,8 @@ One Phoenix serves the module (it takes 10-20 s to start); each test writes to i
 
 from __future__ import annotations
 
+import json
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,6 +27,7 @@ import pytest
 
 from tests.phoenix import (
     Matched,
+    PhoenixClient,
     PhoenixServer,
     check_sdk_runs,
     expected_span_count,
@@ -160,3 +163,21 @@ def test_fixed_ids_unfinished_and_large_runs(phoenix: PhoenixServer, tmp_path: P
     assert again not in phoenix.client.projects(), "Phoenix filed spans of a known trace under a new project"
     trace = phoenix.client.trace_costs(project, matched.trace_of(custom["runs"][0]["id"]))
     assert trace["numSpans"] == 2 * len(custom["runs"])  # both runs in the one trace
+
+
+def test_example_script_prints_its_trace_url(phoenix: PhoenixServer, tmp_path: Path) -> None:
+    """examples/run_workflow.py: a real workflow through the service; the URL it prints is in Phoenix."""
+    project = "example-script"
+    settings = service_settings(phoenix.http_traces_endpoint, "http/protobuf", project)
+    with running_service(tmp_path, settings) as base_url:
+        done = subprocess.run(
+            [str(sdk_python()), "examples/run_workflow.py", "--base-url", base_url, "--access-key", ACCESS_KEY,
+             "--phoenix-url", phoenix.url, "--project", project],
+            cwd=Path(__file__).resolve().parent.parent, capture_output=True, text=True, timeout=180, check=False,
+        )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads(next(line for line in done.stdout.splitlines() if line.startswith("{")))
+    assert f"/redirects/traces/{summary['trace_id']}" in done.stdout
+    spans = PhoenixClient(phoenix.url).spans(project, trace_id=summary["trace_id"])
+    assert len(spans) == summary["runs"] == 7
+    assert {span["span_kind"] for span in spans} == {"CHAIN", "AGENT", "LLM", "TOOL"}
