@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import shutil
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -284,6 +285,9 @@ def _readiness_problems(runtime: Runtime) -> dict[str, str]:
     store = runtime.store
     if stats.batches >= store.max_batches or stats.bytes >= store.max_bytes:
         return {"store": f"full ({stats.batches} batches, {stats.bytes} bytes waiting)"}
+    free = shutil.disk_usage(store.path.parent).free
+    if free < runtime.settings.max_body_bytes:  # a write lock writes nothing: look at the space itself
+        return {"store": f"disk nearly full ({free} bytes free, batches may need {runtime.settings.max_body_bytes})"}
     max_age = runtime.settings.ready_export_max_age
     if max_age > 0 and stats.batches > 0:
         last = runtime.delivery.counters.last_success_ns or runtime.started_ns

@@ -83,6 +83,7 @@ class _Prepared:
     spans: list[Span] = field(default_factory=list)
     keys: list[bytes] = field(default_factory=list)
     runs: int = 0
+    skipped: int = 0
 
 
 class Delivery:
@@ -181,6 +182,7 @@ class Delivery:
             return
         if not prepared.spans:  # every run was delivered before
             self.store.ack([batch.id for batch in prepared.batches])
+            self._count_skipped(prepared.skipped)
             return
         result = self._send(target, prepared.spans)
         self._settle(tenant, prepared, result)
@@ -207,9 +209,6 @@ class Delivery:
                 fresh.append(run)
                 prepared.keys.append(key)
             skipped = len(runs) - len(fresh)
-            if skipped:
-                self.counters.runs_skipped_resent += skipped
-                self.metrics.runs_skipped_resent.inc(skipped)
             try:
                 prepared.spans.extend(runs_to_spans(fresh, self.options))
             except Exception as exc:  # a mapping bug must not block the queue: keep the batch for replay
@@ -218,6 +217,7 @@ class Delivery:
                 continue
             prepared.batches.append(batch)
             prepared.runs += len(fresh)
+            prepared.skipped += skipped
         return prepared
 
     def _send(self, target: ExportTarget, spans: Sequence[Span]) -> ExportResult:
@@ -267,6 +267,7 @@ class Delivery:
         ids = [batch.id for batch in batches]
         if result.outcome is Outcome.DELIVERED:
             self.store.ack(ids, [key for key in prepared.keys if key])
+            self._count_skipped(prepared.skipped)
             self.counters.batches_delivered += len(ids)
             self.counters.runs_exported += prepared.runs
             self.metrics.runs_exported.inc(prepared.runs)
@@ -285,6 +286,11 @@ class Delivery:
                 self._deliver(tenant, [batch])
         else:
             self._bury(batches, f"{result.status}: {result.detail[:500]}")
+
+    def _count_skipped(self, skipped: int) -> None:
+        if skipped:
+            self.counters.runs_skipped_resent += skipped
+            self.metrics.runs_skipped_resent.inc(skipped)
 
     def _bury(self, batches: Sequence[Claimed], reason: str) -> None:
         log.error("batches moved to dead-letter", extra={"ids": [b.id for b in batches], "reason": reason[:300]})

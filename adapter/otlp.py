@@ -9,6 +9,7 @@ classification follows the OTLP specification's retry rules for both transports.
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
 import gzip
 import time
@@ -149,11 +150,9 @@ def _http_error_detail(answer: requests.Response) -> str:
     content_type = answer.headers.get("Content-Type", "")
     if "protobuf" in content_type:
         status = status_pb2.Status()
-        try:
+        with contextlib.suppress(Exception):  # not a Status after all: fall through to a safe rendering
             status.ParseFromString(answer.content)
             return str(status.message)[:500]
-        except Exception:  # not a Status after all: fall through to a safe rendering
-            pass
     text = answer.content[:500].decode("utf-8", "replace")
     return "".join(char if char.isprintable() else " " for char in text).strip()
 

@@ -35,7 +35,8 @@ CREATE TABLE IF NOT EXISTS batches (
     next_try_ns   INTEGER NOT NULL DEFAULT 0,
     lease_ns      INTEGER NOT NULL DEFAULT 0,
     owner_pid     INTEGER NOT NULL DEFAULT 0,
-    last_error    TEXT
+    last_error    TEXT,
+    owner_start   INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS batches_due ON batches (state, next_try_ns, id);
 CREATE TABLE IF NOT EXISTS totals (
@@ -93,7 +94,7 @@ class Store:
         self._sync = "FULL" if sync == "full" else "NORMAL"
         self._busy_ms = busy_timeout_ms
         self._local = threading.local()
-        self._all: list[sqlite3.Connection] = []
+        self._all: dict[threading.Thread, sqlite3.Connection] = {}
         self._lock = threading.Lock()
 
     # --- connections ----------------------------------------------------------------------
@@ -101,7 +102,11 @@ class Store:
         """Create the directory and schema; reclaim batches held by processes that are gone."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            self._conn().executescript(SCHEMA)
+            conn = self._conn()
+            conn.executescript(SCHEMA)
+            columns = {row[1] for row in conn.execute("PRAGMA table_info(batches)")}
+            if "owner_start" not in columns:  # a store written by an older version
+                conn.execute("ALTER TABLE batches ADD COLUMN owner_start INTEGER NOT NULL DEFAULT 0")
         except sqlite3.Error as exc:
             raise StoreUnavailable(f"cannot open the store at {self.path}: {exc}") from exc
         self.reclaim_orphans()
@@ -109,7 +114,7 @@ class Store:
     def close(self) -> None:
         """Close every connection this store opened."""
         with self._lock:
-            for conn in self._all:
+            for conn in self._all.values():
                 conn.close()
             self._all.clear()
         self._local = threading.local()
@@ -123,7 +128,9 @@ class Store:
             conn.execute(f"PRAGMA busy_timeout={self._busy_ms}")
             self._local.conn = conn
             with self._lock:
-                self._all.append(conn)
+                for thread in [thread for thread in self._all if not thread.is_alive()]:
+                    self._all.pop(thread).close()  # its thread is gone: nobody can use it any more
+                self._all[threading.current_thread()] = conn
         return conn
 
     @contextmanager
@@ -171,7 +178,7 @@ class Store:
             rows = db.execute(
                 """
                 UPDATE batches
-                   SET state = 'inflight', lease_ns = ?, owner_pid = ?, attempts = attempts + 1
+                   SET state = 'inflight', lease_ns = ?, owner_pid = ?, owner_start = ?, attempts = attempts + 1
                  WHERE id IN (
                        SELECT id FROM batches
                         WHERE (state = 'ready' AND next_try_ns <= ?)
@@ -179,7 +186,7 @@ class Store:
                         ORDER BY id LIMIT ?)
              RETURNING id, tenant, body, attempts, received_ns
                 """,
-                (now + int(lease_s * 1e9), os.getpid(), now, now, limit),
+                (now + int(lease_s * 1e9), os.getpid(), _start_time(os.getpid()), now, now, limit),
             ).fetchall()
         rows.sort(key=lambda row: row[0])
         return [Claimed(row[0], row[1], bytes(row[2]), row[3], row[4]) for row in rows]
@@ -269,15 +276,21 @@ class Store:
             )
 
     def reclaim_orphans(self) -> int:
-        """Make in-flight batches of processes that no longer run due again; return how many."""
+        """Make in-flight batches of processes that no longer run due again; return how many.
+
+        A process is its pid *and* its start time: a restarted container's service has the same pid
+        (often 1) as the one that crashed, but not the same start time.
+        """
+        me = (os.getpid(), _start_time(os.getpid()))
         with self._write() as db:
-            owners = [row[0] for row in db.execute("SELECT DISTINCT owner_pid FROM batches WHERE state='inflight'")]
-            gone = [pid for pid in owners if pid != os.getpid() and not _alive(pid)]
+            owners = db.execute("SELECT DISTINCT owner_pid, owner_start FROM batches WHERE state='inflight'").fetchall()
+            gone = [(pid, start) for pid, start in owners if (pid, start) != me and not _alive(pid, start)]
             count = 0
-            for pid in gone:
+            for pid, start in gone:
                 count += db.execute(
-                    "UPDATE batches SET state = 'ready', next_try_ns = 0 WHERE state = 'inflight' AND owner_pid = ?",
-                    (pid,),
+                    "UPDATE batches SET state = 'ready', next_try_ns = 0"
+                    " WHERE state = 'inflight' AND owner_pid = ? AND owner_start = ?",
+                    (pid, start),
                 ).rowcount
             return count
 
@@ -320,7 +333,17 @@ class Store:
             return len(chosen)
 
 
-def _alive(pid: int) -> bool:
+def _start_time(pid: int) -> int:
+    """When process ``pid`` started (clock ticks since boot, /proc/<pid>/stat field 22); 0 if unknown."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0
+    return int(stat.rsplit(")", 1)[1].split()[19])
+
+
+def _alive(pid: int, start: int = 0) -> bool:
+    """Whether the process that was ``pid`` started at ``start`` still runs (0: any process with the pid)."""
     if pid <= 0:
         return False
     try:
@@ -328,5 +351,6 @@ def _alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
-    return True
+        pass
+    now = _start_time(pid)
+    return not (start and now and now != start)  # the pid belongs to another process now

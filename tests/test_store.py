@@ -41,7 +41,7 @@ def rows(path: Path) -> list[tuple[int, str, int, int, bytes]]:
 def set_owner(path: Path, ids: list[int], pid: int) -> None:
     db = sqlite3.connect(path)
     try:
-        db.executemany("UPDATE batches SET owner_pid = ? WHERE id = ?", [(pid, i) for i in ids])
+        db.executemany("UPDATE batches SET owner_pid = ?, owner_start = 0 WHERE id = ?", [(pid, i) for i in ids])
         db.commit()
     finally:
         db.close()
