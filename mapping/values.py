@@ -80,11 +80,12 @@ def redact(value: Any, fragments: tuple[str, ...]) -> Any:
     returned as is (the usual case costs one walk and no allocation). Containers nested deeper than
     ``MAX_DEPTH`` are replaced by ``TOO_DEEP``.
     """
-    return _redact(value, fragments, 0)[0]
+    if type(value) not in _CONTAINERS:
+        return value
+    return _redact(value, fragments, 0, _secret_cache(fragments))[0]
 
 
-def _redact(value: Any, fragments: tuple[str, ...], depth: int) -> tuple[Any, bool]:
-    secret = _secret_cache(fragments)
+def _redact(value: Any, fragments: tuple[str, ...], depth: int, secret: dict[Any, bool]) -> tuple[Any, bool]:
     kind = type(value)
     if depth >= MAX_DEPTH and kind in _CONTAINERS:
         return TOO_DEEP, True
@@ -97,7 +98,7 @@ def _redact(value: Any, fragments: tuple[str, ...], depth: int) -> tuple[Any, bo
             if is_secret and item not in (None, "", [], {}):
                 new, did = REDACTED, True
             elif type(item) in _CONTAINERS:
-                new, did = _redact(item, fragments, depth + 1)
+                new, did = _redact(item, fragments, depth + 1, secret)
             else:
                 continue
             if did:
@@ -109,7 +110,7 @@ def _redact(value: Any, fragments: tuple[str, ...], depth: int) -> tuple[Any, bo
         for index, item in enumerate(value):
             if type(item) not in _CONTAINERS:
                 continue
-            new, did = _redact(item, fragments, depth + 1)
+            new, did = _redact(item, fragments, depth + 1, secret)
             if did:
                 items = items if items is not None else list(value)
                 items[index] = new
