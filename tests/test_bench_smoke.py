@@ -1,0 +1,39 @@
+"""The benchmark command still runs: ``bench/run.py --quick`` with tiny durations.
+
+No timing is asserted (the benchmark is run by hand, see docs/performance.md); only that every
+section ran, the table and the raw JSON were written, and no accepted run went missing.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.e2e
+@pytest.mark.timeout(240)
+def test_bench_quick_runs_and_writes_the_table(tmp_path: Path) -> None:
+    out = tmp_path / "bench.md"
+    command = [sys.executable, "bench/run.py", "--quick", "--seconds", "1", "--half-seconds", "1",
+               "--overload-seconds", "2", "--cost-sizes", "10", "--out", str(out)]  # fmt: skip
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=230, check=False)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
+
+    table = out.read_text(encoding="utf-8")
+    for heading in ("## 1. Floor", "## 2. Bare Litestar echo", "## 3. The service", "## 4. Cost per run",
+                    "## 5. Overload", "## Targets"):  # fmt: skip
+        assert heading in table, heading
+    assert table in done.stdout  # the same table is printed
+
+    raw = json.loads(out.with_suffix(".json").read_text(encoding="utf-8"))
+    cases = raw["summary"]["cases"]
+    assert {case["protocol"] for case in cases} == {"grpc", "http"}
+    assert all(case["lost_spans"] == 0 for case in cases)  # every accepted run reached the sink
+    assert all(case["delivered_runs_s"] > 0 for case in cases)
+    assert raw["summary"]["overload"]["healthy_after"]
