@@ -315,9 +315,6 @@ def measure_service(
                              rate=rate, spans_per_run=spans_per_run, drain_timeout=plan.drain_timeout)  # fmt: skip
         out["half"] = asdict(half)
         out["lost_spans"] = int(service.spans_accepted - service.sink_spans())
-    except Exception:
-        log(f"  service log:\n{service.started.tail()}")
-        raise
         log(
             f"  service w={workers} batch={batch} {protocol}: sustained {delivered:.0f} runs/s delivered "
             f"(in the window: accepted {saturation.accepted_runs_s:.0f}, delivered "
@@ -325,6 +322,9 @@ def measure_service(
             f"p99 sat {saturation.p99_ms:.0f} ms, "
             f"half {rate:.1f} req/s p99 {half.p99_ms:.1f} ms, cpu {saturation.server_cpu_us_per_run or 0:.0f} us/run"
         )
+    except Exception:
+        log(f"  service log:\n{service.started.tail()}")
+        raise
     finally:
         service.close()
         shutil.rmtree(service.started.extra["data_dir"], ignore_errors=True)
