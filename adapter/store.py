@@ -2,11 +2,16 @@
 
 Semantics (``docs/delivery.md``):
 
-* ``put`` commits the batch before it returns (WAL, ``synchronous=FULL`` by default: the commit is
-  fsynced, so it survives a crash of the process and of the machine). A full store refuses
-  *before* writing anything.
+* ``put`` / ``put_many`` commit the batches before they return (WAL, ``synchronous=FULL`` by
+  default: the commit is fsynced, so it survives a crash of the process and of the machine). A
+  full store refuses a batch *before* writing it. ``put_many`` writes several batches in one
+  transaction (one fsync): the group commit of ``adapter.writer``.
 * ``claim`` moves due batches to ``inflight`` with a lease, in one statement; a batch whose lease
-  ran out, or whose claiming process is gone, is claimed again (at-least-once delivery).
+  ran out, or whose claiming process is gone, is claimed again (at-least-once delivery). The
+  bodies are read after that transaction, so the write lock is held for the update only.
+* The write lock is taken with ``BEGIN IMMEDIATE`` and, while another connection holds it, retried
+  every 0.1 to 2 ms up to ``busy_timeout_ms`` (SQLite's own busy handler sleeps up to 100 ms per try,
+  so a waiter would often sleep long after the lock was free).
 * ``ack`` deletes; ``retry`` puts back with a next-attempt time; ``bury`` moves to the dead-letter
   state, kept on disk until replayed or purged.
 """
@@ -14,12 +19,14 @@ Semantics (``docs/delivery.md``):
 from __future__ import annotations
 
 import os
+import random
 import sqlite3
 import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 SCHEMA = """
@@ -59,6 +66,10 @@ class StoreFull(Exception):
 
 class StoreUnavailable(Exception):
     """The batch could not be written safely (disk full, I/O error, database locked too long)."""
+
+
+_LOCK_RETRY_MIN_S = 0.0001
+_LOCK_RETRY_MAX_S = 0.002
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +136,7 @@ class Store:
             conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute(f"PRAGMA synchronous={self._sync}")
+            self._local.sync = self._sync
             conn.execute(f"PRAGMA busy_timeout={self._busy_ms}")
             self._local.conn = conn
             with self._lock:
@@ -134,11 +146,17 @@ class Store:
         return conn
 
     @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction; any SQLite failure becomes StoreUnavailable, nothing half-written."""
+    def _write(self, *, durable: bool = True) -> Iterator[sqlite3.Connection]:
+        """One write transaction; any SQLite failure becomes StoreUnavailable, nothing half-written.
+
+        ``durable=False`` commits without waiting for the disk (``synchronous=NORMAL``: safe against
+        a crash of the process, not of the machine). Export bookkeeping uses it: losing a claim, an
+        ack or a retry to a power cut only sends those batches again (at least once, never lost).
+        """
         try:
             conn = self._conn()
-            conn.execute("BEGIN IMMEDIATE")
+            self._set_sync(conn, self._sync if durable else "NORMAL")
+            self._begin(conn)
         except sqlite3.Error as exc:
             raise StoreUnavailable(str(exc)) from exc
         try:
@@ -151,6 +169,32 @@ class Store:
                 raise StoreUnavailable(str(exc)) from exc
             raise
 
+    def _set_sync(self, conn: sqlite3.Connection, mode: str) -> None:
+        if getattr(self._local, "sync", None) != mode:
+            conn.execute(f"PRAGMA synchronous={mode}")
+            self._local.sync = mode
+
+    def _begin(self, conn: sqlite3.Connection) -> None:
+        """``BEGIN IMMEDIATE``, retried with short sleeps while another connection writes.
+
+        SQLite's busy handler is switched off for this one statement (and on again for the rest).
+        """
+        deadline = time.monotonic() + self._busy_ms / 1000
+        pause = _LOCK_RETRY_MIN_S
+        conn.execute("PRAGMA busy_timeout=0")
+        try:
+            while True:
+                try:
+                    conn.execute("BEGIN IMMEDIATE")
+                    return
+                except sqlite3.OperationalError as exc:
+                    if "locked" not in str(exc) or time.monotonic() >= deadline:
+                        raise
+                time.sleep(pause * random.uniform(0.5, 1.5))  # noqa: S311 - jitter, not crypto
+                pause = min(pause * 2, _LOCK_RETRY_MAX_S)
+        finally:
+            conn.execute(f"PRAGMA busy_timeout={self._busy_ms}")
+
     # --- producer ---------------------------------------------------------------------------
     def put(self, body: bytes, runs: int, tenant: str = "default") -> int:
         """Store one accepted batch durably and return its id.
@@ -159,37 +203,72 @@ class Store:
             StoreFull: the limits would be passed; nothing was written.
             StoreUnavailable: the write failed (disk full, I/O error); nothing was written.
         """
-        with self._write() as db:
-            batches, size = db.execute("SELECT batches, bytes FROM totals").fetchone()
-            if batches + 1 > self.max_batches or size + len(body) > self.max_bytes:
-                raise StoreFull(f"{batches} batches, {size} bytes waiting")
-            cursor = db.execute(
-                "INSERT INTO batches (received_ns, tenant, runs, size, body) VALUES (?, ?, ?, ?, ?)",
-                (time.time_ns(), tenant, runs, len(body), body),
-            )
-            db.execute("UPDATE totals SET batches = batches + 1, bytes = bytes + ?", (len(body),))
-            return int(cursor.lastrowid or 0)
+        result = self.put_many([(body, runs, tenant)])[0]
+        if isinstance(result, StoreFull):
+            raise result
+        return result
 
-    # --- consumer ---------------------------------------------------------------------------
-    def claim(self, limit: int, lease_s: float) -> list[Claimed]:
-        """Take up to ``limit`` due batches (oldest first) for export, leased for ``lease_s``."""
+    def put_many(self, batches: Sequence[tuple[bytes, int, str]]) -> list[int | StoreFull]:
+        """Store ``(body, runs, tenant)`` batches in one transaction (one fsync), in order.
+
+        Each batch gets its id, or ``StoreFull`` when it would pass a limit (it is not written; the
+        batches after it still may be, if they fit).
+
+        Raises:
+            StoreUnavailable: the write failed (disk full, I/O error); nothing was written.
+        """
+        results: list[int | StoreFull] = []
         now = time.time_ns()
         with self._write() as db:
+            count, size = db.execute("SELECT batches, bytes FROM totals").fetchone()
+            added = added_bytes = 0
+            for body, runs, tenant in batches:
+                if count + added + 1 > self.max_batches or size + added_bytes + len(body) > self.max_bytes:
+                    results.append(StoreFull(f"{count + added} batches, {size + added_bytes} bytes waiting"))
+                    continue
+                cursor = db.execute(
+                    "INSERT INTO batches (received_ns, tenant, runs, size, body) VALUES (?, ?, ?, ?, ?)",
+                    (now, tenant, runs, len(body), body),
+                )
+                results.append(int(cursor.lastrowid or 0))
+                added += 1
+                added_bytes += len(body)
+            if added:
+                db.execute("UPDATE totals SET batches = batches + ?, bytes = bytes + ?", (added, added_bytes))
+        return results
+
+    # --- consumer ---------------------------------------------------------------------------
+    def claim(self, limit: int, lease_s: float, max_bytes: int | None = None) -> list[Claimed]:
+        """Take up to ``limit`` due batches (oldest first) for export, leased for ``lease_s``.
+
+        With ``max_bytes``, batches are taken while their bodies add up to at most that many bytes
+        (always at least one), so a backlog of large batches does not load into memory at once.
+        """
+        now = time.time_ns()
+        due = """SELECT id, size FROM batches
+                  WHERE (state = 'ready' AND next_try_ns <= ?) OR (state = 'inflight' AND lease_ns <= ?)
+                  ORDER BY id LIMIT ?"""
+        with self._write(durable=False) as db:
+            candidates = db.execute(due, (now, now, limit)).fetchall()
+            chosen: list[int] = []
+            total = 0
+            for batch_id, size in candidates:
+                if chosen and max_bytes is not None and total + size > max_bytes:
+                    break
+                chosen.append(batch_id)
+                total += size
+            if not chosen:
+                return []
+            marks = ",".join("?" * len(chosen))
             rows = db.execute(
-                """
-                UPDATE batches
-                   SET state = 'inflight', lease_ns = ?, owner_pid = ?, owner_start = ?, attempts = attempts + 1
-                 WHERE id IN (
-                       SELECT id FROM batches
-                        WHERE (state = 'ready' AND next_try_ns <= ?)
-                           OR (state = 'inflight' AND lease_ns <= ?)
-                        ORDER BY id LIMIT ?)
-             RETURNING id, tenant, body, attempts, received_ns
-                """,
-                (now + int(lease_s * 1e9), os.getpid(), _start_time(os.getpid()), now, now, limit),
+                f"UPDATE batches SET state = 'inflight', lease_ns = ?, owner_pid = ?, owner_start = ?,"  # noqa: S608
+                f" attempts = attempts + 1 WHERE id IN ({marks}) RETURNING id, tenant, attempts, received_ns",
+                (now + int(lease_s * 1e9), *_this_process(), *chosen),
             ).fetchall()
+        # The lease is ours now: read the bodies outside the write transaction (WAL readers do not block writers).
+        bodies = dict(self._conn().execute(f"SELECT id, body FROM batches WHERE id IN ({marks})", chosen))  # noqa: S608
         rows.sort(key=lambda row: row[0])
-        return [Claimed(row[0], row[1], bytes(row[2]), row[3], row[4]) for row in rows]
+        return [Claimed(row[0], row[1], bytes(bodies[row[0]]), row[2], row[3]) for row in rows if row[0] in bodies]
 
     def ack(self, ids: Sequence[int], delivered: Sequence[bytes] = ()) -> None:
         """Delete batches whose spans the backend accepted and remember the runs in ``delivered``.
@@ -199,7 +278,7 @@ class Store:
         if not ids:
             return
         now = time.time_ns()
-        with self._write() as db:
+        with self._write(durable=False) as db:
             db.executemany(
                 "INSERT OR REPLACE INTO delivered (run_key, delivered_ns) VALUES (?, ?)",
                 [(key, now) for key in delivered],
@@ -215,7 +294,7 @@ class Store:
     def retry(self, ids: Sequence[int], delay_s: float, error: str) -> None:
         """Put batches back for another attempt after ``delay_s``."""
         next_try = time.time_ns() + int(delay_s * 1e9)
-        with self._write() as db:
+        with self._write(durable=False) as db:
             db.executemany(
                 "UPDATE batches SET state = 'ready', next_try_ns = ?, last_error = ?"
                 " WHERE id = ? AND state = 'inflight'",
@@ -226,7 +305,7 @@ class Store:
         """Move batches to the dead-letter state (permanently rejected); they stay on disk."""
         if not ids:
             return
-        with self._write() as db:
+        with self._write(durable=False) as db:
             marks = ",".join("?" * len(ids))
             count, size = db.execute(
                 f"SELECT count(*), total(size) FROM batches WHERE state != 'dead' AND id IN ({marks})",  # noqa: S608
@@ -254,7 +333,7 @@ class Store:
     def forget_delivered(self, older_than_s: float, keep_at_most: int) -> int:
         """Bound the memory of delivered runs by age and by count; return how many were forgotten."""
         cutoff = time.time_ns() - int(older_than_s * 1e9)
-        with self._write() as db:
+        with self._write(durable=False) as db:
             removed = db.execute("DELETE FROM delivered WHERE delivered_ns < ?", (cutoff,)).rowcount
             count = db.execute("SELECT count(*) FROM delivered").fetchone()[0]
             if count > keep_at_most:
@@ -331,6 +410,17 @@ class Store:
                 (len(chosen), sum(size for _, size in chosen)),
             )
             return len(chosen)
+
+
+def _this_process() -> tuple[int, int]:
+    """``(pid, start time)`` of this process, read once per process (a fork has another pid)."""
+    pid = os.getpid()
+    return pid, _own_start_time(pid)
+
+
+@lru_cache(maxsize=4)
+def _own_start_time(pid: int) -> int:
+    return _start_time(pid)
 
 
 def _start_time(pid: int) -> int:

@@ -438,3 +438,53 @@ def test_two_processes_never_claim_the_same_batch(path: Path) -> None:
                 process.kill()
                 process.wait()
         producer.close()
+
+
+# --- group commit, claims bounded by bytes, export bookkeeping -----------------------------------------
+
+
+def test_put_many_is_one_transaction_with_per_batch_limits(path: Path) -> None:
+    store = make_store(path, max_bytes=100, max_batches=3)
+    try:
+        results = store.put_many([(b"a" * 40, 1, "default"), (b"b" * 70, 2, "acme"), (b"c" * 50, 3, "default"),
+                                  (b"d" * 5, 4, "default"), (b"e" * 1, 5, "default")])  # fmt: skip
+        assert [type(result).__name__ for result in results] == ["int", "StoreFull", "int", "int", "StoreFull"]
+        assert str(results[1]) == "1 batches, 40 bytes waiting"
+        assert str(results[4]) == "3 batches, 95 bytes waiting"
+        assert [(body, state) for _, state, _, _, body in rows(path)] == [
+            (b"a" * 40, "ready"), (b"c" * 50, "ready"), (b"d" * 5, "ready")]  # fmt: skip
+        assert assert_consistent(store) == (3, 95, 0)
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize(
+    ("max_bytes", "first", "second"),
+    [(None, [1, 2, 3, 4], []), (100, [1, 2], [3, 4]), (99, [1], [2, 3]), (10, [1], [2]), (1_000, [1, 2, 3, 4], [])],
+)
+def test_claim_is_bounded_by_bytes_and_takes_at_least_one(
+    store: Store, max_bytes: int | None, first: list[int], second: list[int]
+) -> None:
+    for size in (50, 50, 30, 20):
+        store.put(b"x" * size, 1)
+    claimed = store.claim(10, HOUR, max_bytes=max_bytes)
+    assert [c.id for c in claimed] == first
+    assert [len(c.body) for c in claimed] == [(50, 50, 30, 20)[i - 1] for i in first], "bodies come with the claim"
+    assert [c.id for c in store.claim(10, HOUR, max_bytes=max_bytes)] == second
+
+
+def test_export_bookkeeping_does_not_wait_for_the_disk_but_puts_do(path: Path) -> None:
+    """Claims and acks commit with synchronous=NORMAL (a power cut may re-send, never lose); puts with FULL."""
+    store = make_store(path, sync="full")
+    try:
+        store.put(b"one", 1)
+        (claimed,) = store.claim(1, HOUR)
+        conn = store._conn()
+        assert conn.execute("PRAGMA synchronous").fetchone()[0] == 1, "after a claim: NORMAL"
+        store.put(b"two", 1)
+        assert conn.execute("PRAGMA synchronous").fetchone()[0] == 2, "a put is fsynced: FULL"
+        store.ack([claimed.id])
+        assert conn.execute("PRAGMA synchronous").fetchone()[0] == 1
+        assert assert_consistent(store) == (1, 3, 0)
+    finally:
+        store.close()
