@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import shutil
 import time
@@ -32,6 +33,7 @@ from adapter.selftrace import tracer_for
 from adapter.store import Store, StoreFull, StoreUnavailable
 from adapter.validation import InvalidBatch, TooManyRuns, parse_batch
 from adapter.version import package_version
+from adapter.writer import BatchWriter
 from config import Settings
 from config.tenants import DEFAULT_TENANT, TenantSettings
 from mapping import MappingOptions, build_resource
@@ -40,6 +42,8 @@ log = logging.getLogger("dynamiq_otel")
 
 RETRY_AFTER_UNAVAILABLE_S = 5
 """Retry-After sent with 503 when the store is full, cannot be written, or the service is stopping."""
+RETRY_AFTER_BUSY_S = 1
+"""Retry-After sent with 503 when a worker already handles ``max_concurrent_requests`` batches."""
 _JSON_TYPES = ("application/json",)
 _REASONS = {400: "bad_request", 401: "unauthorized", 408: "request_timeout", 413: "payload_too_large",
             415: "unsupported_media_type", 429: "rate_limited", 503: "unavailable"}  # fmt: skip
@@ -52,12 +56,14 @@ class Runtime:
     settings: Settings
     keys: AccessKeys
     store: Store
+    writer: BatchWriter
     delivery: Delivery
     metrics: Metrics
     limits: RateLimits
     tracer: Tracer
     tracer_provider: TracerProvider | None = None
     stopping: bool = False
+    in_progress: int = 0
     started_ns: int = field(default_factory=time.time_ns)
 
 
@@ -126,6 +132,7 @@ def build_runtime(settings: Settings, registry: CollectorRegistry | None = None)
         DeliveryConfig(
             max_batches_per_request=settings.export_max_batches_per_request,
             max_request_bytes=settings.export_max_request_bytes,
+            max_claim_bytes=settings.export_max_claim_bytes,
             initial_backoff_s=settings.retry_initial_backoff,
             max_backoff_s=settings.retry_max_backoff,
             lease_s=2 * settings.otlp_timeout / 1000 + 30,
@@ -140,7 +147,8 @@ def build_runtime(settings: Settings, registry: CollectorRegistry | None = None)
     tracer, provider = tracer_for(settings)
     delivery.tracer = tracer
     keys = AccessKeys.from_settings(settings)
-    return Runtime(settings, keys, store, delivery, metrics, RateLimits(limits), tracer, provider)
+    writer = BatchWriter(store)
+    return Runtime(settings, keys, store, writer, delivery, metrics, RateLimits(limits), tracer, provider)
 
 
 def _runtime(request: Request[Any, Any, State]) -> Runtime:
@@ -201,6 +209,8 @@ async def _ingest(request: Request[Any, Any, State], runtime: Runtime, seen: _Se
     settings = runtime.settings
     if runtime.stopping:
         raise ApiError(503, {"service": "shutting down; retry"}, retry_after=RETRY_AFTER_UNAVAILABLE_S)
+    if runtime.in_progress > settings.max_concurrent_requests:
+        raise ApiError(503, {"service": "too many batches in progress; retry"}, retry_after=RETRY_AFTER_BUSY_S)
     tenant = runtime.keys.tenant_of(request.headers.get("authorization"))
     if tenant is None:
         raise ApiError(401)
@@ -222,6 +232,19 @@ async def _ingest(request: Request[Any, Any, State], runtime: Runtime, seen: _Se
             {"input": f"body not received within {settings.request_read_timeout:g}s"},
             headers={"Connection": "close"},
         ) from None
+    # Admission: a body that has arrived is validated and stored only while fewer than
+    # max_concurrent_requests others are (a slow upload holds no slot; an overload is refused at once).
+    if runtime.in_progress >= settings.max_concurrent_requests:
+        raise ApiError(503, {"service": "too many batches in progress; retry"}, retry_after=RETRY_AFTER_BUSY_S)
+    runtime.in_progress += 1
+    try:
+        await _validate_and_store(runtime, body, tenant, seen)
+    finally:
+        runtime.in_progress -= 1
+
+
+async def _validate_and_store(runtime: Runtime, body: bytes, tenant: str, seen: _Seen) -> None:
+    settings = runtime.settings
     try:
         runs = parse_batch(
             body, accept_unfinished=settings.accept_unfinished_runs, max_runs=settings.max_runs_per_batch
@@ -240,7 +263,7 @@ async def _ingest(request: Request[Any, Any, State], runtime: Runtime, seen: _Se
 
 async def _store(runtime: Runtime, body: bytes, runs: int, tenant: str) -> None:
     try:
-        await to_thread.run_sync(runtime.store.put, body, runs, tenant)
+        await asyncio.wrap_future(runtime.writer.submit(body, runs, tenant))
     except StoreFull as exc:
         log.warning("store full, batch refused with 503: %s", exc)
         raise ApiError(503, {"store": "full; retry later"}, retry_after=RETRY_AFTER_UNAVAILABLE_S) from None
@@ -310,12 +333,14 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         runtime = build_runtime(settings, registry)
         await to_thread.run_sync(runtime.store.open)
+        runtime.writer.start()
         runtime.delivery.start()
         app.state.runtime = runtime
         try:
             yield
         finally:
             runtime.stopping = True
+            await to_thread.run_sync(runtime.writer.stop)
             await to_thread.run_sync(runtime.delivery.stop, settings.shutdown_grace)
             runtime.store.close()
             if runtime.tracer_provider is not None:

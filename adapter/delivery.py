@@ -11,15 +11,14 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from opentelemetry import trace
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from adapter.metrics import Metrics
 from adapter.otlp import ExportResult, Outcome, Transport
 from adapter.store import Claimed, Store, StoreUnavailable
-from adapter.validation import InvalidBatch, parse_batch
-from mapping import MappingOptions, Run, build_request, runs_to_spans
+from adapter.validation import InvalidBatch, load_stored
+from mapping import MappingOptions, RequestEncoder, Run, runs_to_spans
 from mapping.ids import canonical_id
 from mapping.shrink import shrink_span
 
@@ -27,7 +26,6 @@ log = logging.getLogger("dynamiq_otel.delivery")
 
 MAX_RETRY_AFTER_S = 3600.0
 """A backend's Retry-After is honoured up to this many seconds."""
-_REQUEST_OVERHEAD = 1024
 _PRUNE_EVERY_S = 60.0
 
 
@@ -37,6 +35,7 @@ class DeliveryConfig:
 
     max_batches_per_request: int = 64
     max_request_bytes: int = 4 * 1024 * 1024
+    max_claim_bytes: int = 4 * 1024 * 1024
     initial_backoff_s: float = 1.0
     max_backoff_s: float = 60.0
     lease_s: float = 60.0
@@ -71,6 +70,34 @@ class DeliveryCounters:
     by_status: dict[str, int] = field(default_factory=dict)
 
 
+def _serialised(spans: Sequence[Span], limit: int) -> list[bytes]:
+    """Each span's bytes; a span over ``limit`` bytes is shrunk first (sent as is if it cannot be)."""
+    out = []
+    for span in spans:
+        data = span.SerializeToString()
+        if len(data) > limit:
+            if not shrink_span(span, limit):
+                log.error("span %s does not fit %d bytes even after shrinking; sent as is", span.name, limit)
+            data = span.SerializeToString()
+        out.append(data)
+    return out
+
+
+def _chunks(encoder: RequestEncoder, spans: Sequence[bytes], limit: int) -> list[Sequence[bytes]]:
+    """``spans`` cut into runs of consecutive spans whose request fits ``limit`` (a lone larger span alone)."""
+    chunks: list[Sequence[bytes]] = []
+    start = size = 0
+    for index, span in enumerate(spans):
+        span_size = encoder.span_size(span)
+        if index > start and size + span_size > limit:
+            chunks.append(spans[start:index])
+            start, size = index, 0
+        size += span_size
+    if start < len(spans):
+        chunks.append(spans[start:])
+    return chunks
+
+
 def run_key(run: Run) -> bytes:
     """Identity of a delivered run: its id and its final state (status and end time)."""
     text = f"{canonical_id(run.id)}\x00{run.status}\x00{run.end_ns}"
@@ -80,7 +107,7 @@ def run_key(run: Run) -> bytes:
 @dataclass
 class _Prepared:
     batches: list[Claimed] = field(default_factory=list)
-    spans: list[Span] = field(default_factory=list)
+    spans: list[bytes] = field(default_factory=list)  # serialised, each under the request size limit if it can be
     keys: list[bytes] = field(default_factory=list)
     runs: int = 0
     skipped: int = 0
@@ -109,6 +136,9 @@ class Delivery:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._last_prune = 0.0
+        self._encoders = {
+            name: RequestEncoder(target.resource, config.scope_version) for name, target in self.targets.items()
+        }
         self.tracer: trace.Tracer = trace.NoOpTracer()
 
     # --- lifecycle ----------------------------------------------------------------------------
@@ -164,7 +194,9 @@ class Delivery:
     # --- one step -----------------------------------------------------------------------------
     def run_once(self) -> int:
         """Claim due batches, export them, settle them in the store. Returns how many were claimed."""
-        claimed = self.store.claim(self.config.max_batches_per_request, self.config.lease_s)
+        claimed = self.store.claim(
+            self.config.max_batches_per_request, self.config.lease_s, max_bytes=self.config.max_claim_bytes
+        )
         by_tenant: dict[str, list[Claimed]] = {}
         for batch in claimed:
             by_tenant.setdefault(batch.tenant, []).append(batch)
@@ -177,23 +209,26 @@ class Delivery:
         if target is None:
             self._bury(batches, f"unknown tenant {tenant!r}: no export target configured")
             return
-        prepared = self._prepare(batches)
+        encoder = self._encoders[tenant]
+        prepared = self._prepare(batches, self.config.max_request_bytes - encoder.overhead)
         if not prepared.batches:
             return
         if not prepared.spans:  # every run was delivered before
             self.store.ack([batch.id for batch in prepared.batches])
             self._count_skipped(prepared.skipped)
             return
-        result = self._send(target, prepared.spans)
+        result = self._send(target, encoder, prepared.spans)
         self._settle(tenant, prepared, result)
 
-    def _prepare(self, batches: Sequence[Claimed]) -> _Prepared:
-        """Parse and map the batches, leaving out runs delivered before (re-sent by the SDK)."""
+    def _prepare(self, batches: Sequence[Claimed], span_limit: int) -> _Prepared:
+        """Parse, map and serialise the batches, leaving out runs delivered before (re-sent by the SDK).
+
+        A span larger than ``span_limit`` bytes is shrunk first (``mapping.shrink``)."""
         prepared = _Prepared()
         parsed: list[tuple[Claimed, list[Run]]] = []
         for batch in batches:
             try:
-                parsed.append((batch, parse_batch(batch.body, accept_unfinished=True, max_runs=1 << 62)))
+                parsed.append((batch, load_stored(batch.body)))
             except (InvalidBatch, ValueError, TypeError) as exc:
                 self._bury([batch], f"stored batch cannot be parsed: {exc}")
         dedupe = self.config.dedupe_window_s > 0
@@ -210,7 +245,7 @@ class Delivery:
                 prepared.keys.append(key)
             skipped = len(runs) - len(fresh)
             try:
-                prepared.spans.extend(runs_to_spans(fresh, self.options))
+                prepared.spans.extend(_serialised(runs_to_spans(fresh, self.options), span_limit))
             except Exception as exc:  # a mapping bug must not block the queue: keep the batch for replay
                 log.exception("mapping failed for batch %d", batch.id)
                 self._bury([batch], f"mapping failed: {type(exc).__name__}: {exc}")
@@ -220,11 +255,12 @@ class Delivery:
             prepared.skipped += skipped
         return prepared
 
-    def _send(self, target: ExportTarget, spans: Sequence[Span]) -> ExportResult:
+    def _send(self, target: ExportTarget, encoder: RequestEncoder, spans: Sequence[bytes]) -> ExportResult:
         """Send ``spans`` in requests under the size limit; the first failure decides."""
         result = ExportResult(Outcome.DELIVERED, "empty")
-        for request in self._requests(target.resource, spans):
-            size = request.ByteSize()
+        for chunk in _chunks(encoder, spans, self.config.max_request_bytes - encoder.overhead):
+            request = encoder.encode(chunk)
+            size = len(request)
             started = time.monotonic()
             with self.tracer.start_as_current_span("export", kind=trace.SpanKind.CLIENT) as span:
                 result = target.transport.send(request)
@@ -238,7 +274,7 @@ class Delivery:
             if result.outcome is not Outcome.DELIVERED:
                 return result
             self.counters.last_success_ns = time.time_ns()
-            sent = len(request.resource_spans[0].scope_spans[0].spans)
+            sent = len(chunk)
             self.counters.spans_exported += sent
             self.metrics.spans_exported.inc(sent)
             if result.rejected_spans:
@@ -246,21 +282,6 @@ class Delivery:
                 self.metrics.spans_rejected.inc(result.rejected_spans)
                 log.warning("backend rejected %d spans (partial success): %s", result.rejected_spans, result.detail)
         return result
-
-    def _requests(self, resource: Resource, spans: Sequence[Span]) -> list[ExportTraceServiceRequest]:
-        limit = self.config.max_request_bytes - _REQUEST_OVERHEAD - resource.ByteSize()
-        chunks: list[list[Span]] = [[]]
-        size = 0
-        for span in spans:
-            if not shrink_span(span, limit):
-                log.error("span %s does not fit %d bytes even after shrinking; sent as is", span.name, limit)
-            span_size = span.ByteSize() + 8
-            if chunks[-1] and size + span_size > limit:
-                chunks.append([])
-                size = 0
-            chunks[-1].append(span)
-            size += span_size
-        return [build_request(resource, chunk, self.config.scope_version) for chunk in chunks if chunk]
 
     def _settle(self, tenant: str, prepared: _Prepared, result: ExportResult) -> None:
         batches = prepared.batches

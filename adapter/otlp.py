@@ -21,11 +21,10 @@ from urllib.parse import urlsplit
 import grpc
 import requests
 from google.rpc import error_details_pb2, status_pb2
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
-    ExportTraceServiceRequest,
-    ExportTraceServiceResponse,
-)
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2_grpc import TraceServiceStub
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
+
+EXPORT_METHOD = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
+"""The OTLP/gRPC trace export method."""
 
 RETRYABLE_HTTP = frozenset({429, 502, 503, 504})
 """HTTP statuses the OTLP specification says to retry."""
@@ -80,7 +79,9 @@ class TransportConfig:
 class Transport(Protocol):
     """Sends one request."""
 
-    def send(self, request: ExportTraceServiceRequest) -> ExportResult: ...
+    def send(self, request: bytes) -> ExportResult:
+        """Send one serialised ``ExportTraceServiceRequest``."""
+        ...
 
     def close(self) -> None: ...
 
@@ -120,8 +121,8 @@ class HttpTransport:
         if config.client_certificate and config.client_key:
             self._session.cert = (config.client_certificate, config.client_key)
 
-    def send(self, request: ExportTraceServiceRequest) -> ExportResult:
-        body = request.SerializeToString()
+    def send(self, request: bytes) -> ExportResult:
+        body = request
         if self._config.gzip:
             body = gzip.compress(body, compresslevel=6)
         try:
@@ -171,12 +172,15 @@ class GrpcTransport:
             self._channel = grpc.insecure_channel(target, options=options, compression=compression)
         else:
             self._channel = grpc.secure_channel(target, _credentials(config), options=options, compression=compression)
-        self._stub = TraceServiceStub(self._channel)  # type: ignore[no-untyped-call]
+        # No request serialiser: the request arrives serialised (gRPC sends bytes as they are).
+        self._export = self._channel.unary_unary(
+            EXPORT_METHOD, request_serializer=None, response_deserializer=ExportTraceServiceResponse.FromString
+        )
         self._metadata = tuple((name.lower(), value) for name, value in config.headers)
 
-    def send(self, request: ExportTraceServiceRequest) -> ExportResult:
+    def send(self, request: bytes) -> ExportResult:
         try:
-            response = self._stub.Export(request, timeout=self._config.timeout_s, metadata=self._metadata)
+            response = self._export(request, timeout=self._config.timeout_s, metadata=self._metadata)
         except grpc.RpcError as exc:
             return _classify_rpc_error(exc)
         return _partial(response, "grpc OK")

@@ -126,6 +126,12 @@ class Settings(BaseSettings):
     # --- ingest ---------------------------------------------------------------------------
     max_body_bytes: int = Field(32 * MiB, ge=1024, description="Largest request body accepted; larger ones get 413.")
     max_runs_per_batch: int = Field(20_000, ge=1, description="Most runs one batch may hold; more give 413.")
+    max_concurrent_requests: int = Field(
+        32,
+        ge=1,
+        description="Batches one worker process validates and stores at once (counted once the body has "
+        "arrived); one more gets 503 with Retry-After: 1 at once instead of queueing.",
+    )
     accept_unfinished_runs: bool = Field(
         False,
         description="Accept runs whose end_time/status are null (node time-outs) and close them out "
@@ -174,6 +180,12 @@ class Settings(BaseSettings):
         4 * MiB,
         ge=64 * 1024,
         description="Largest export request, in bytes (the gRPC receive limit of Collector, Jaeger and Tempo).",
+    )
+    export_max_claim_bytes: int = Field(
+        4 * MiB,
+        ge=1024,
+        description="Most bytes of stored request bodies taken for one export round (at least one batch); "
+        "bounds memory under a backlog.",
     )
     dedupe_window: float = Field(
         86_400.0,

@@ -1,13 +1,13 @@
 """Pure Dynamiq -> OpenTelemetry translation.
 
 Imports no web framework, exporter, disk, clock or environment: the same runs and options always
-give byte-identical spans. ``runs_to_spans`` is the entry point; ``build_request`` wraps spans for
-export.
+give byte-identical spans. ``runs_to_spans`` is the entry point; ``build_request`` (or, from spans serialised
+one by one, ``RequestEncoder``) wraps spans for export.
 """
 
 from mapping.ids import span_id_bytes, trace_id_bytes
 from mapping.model import RUN_STATUSES, RUN_TYPES, MappingOptions, Run
-from mapping.resource import build_request, build_resource
+from mapping.resource import RequestEncoder, build_request, build_resource
 from mapping.spans import runs_to_spans
 from mapping.timestamps import parse_timestamp_ns
 
@@ -15,6 +15,7 @@ __all__ = [
     "RUN_STATUSES",
     "RUN_TYPES",
     "MappingOptions",
+    "RequestEncoder",
     "Run",
     "build_request",
     "build_resource",

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.common.v1.common_pb2 import InstrumentationScope
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, Span
 
@@ -38,3 +39,52 @@ def build_request(resource: Resource, spans: Sequence[Span], scope_version: str)
     scope_spans.scope.version = scope_version
     scope_spans.spans.extend(spans)
     return ExportTraceServiceRequest(resource_spans=[resource_spans])
+
+
+# Field tags of the request envelope (field number << 3 | wire type 2, length-delimited):
+# ExportTraceServiceRequest.resource_spans = 1, ResourceSpans.resource = 1, .scope_spans = 2,
+# ScopeSpans.scope = 1, .spans = 2.
+_FIELD_1 = b"\x0a"
+_FIELD_2 = b"\x12"
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while value > 0x7F:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+class RequestEncoder:
+    """Export requests assembled from spans serialised one by one (``Span.SerializeToString()``).
+
+    A protobuf message is the concatenation of its fields, so a request is the resource and scope
+    (serialised once, here) followed by each span's bytes behind a tag and a length: no span is
+    copied into a request message and serialised again, and a request's size is known exactly
+    before it is built. ``encode(resource, [span.SerializeToString() ...])`` is byte for byte
+    ``build_request(resource, spans).SerializeToString()``.
+    """
+
+    def __init__(self, resource: Resource, scope_version: str) -> None:
+        resource_bytes = resource.SerializeToString()
+        scope = InstrumentationScope(name=SCOPE_NAME, version=scope_version).SerializeToString()
+        self._resource_field = _FIELD_1 + _varint(len(resource_bytes)) + resource_bytes
+        self._scope_field = _FIELD_1 + _varint(len(scope)) + scope
+
+    @staticmethod
+    def span_size(span: bytes) -> int:
+        """Bytes one serialised span adds to a request."""
+        return 1 + len(_varint(len(span))) + len(span)
+
+    @property
+    def overhead(self) -> int:
+        """Bytes of a request besides its spans (at most: the length prefixes are counted at 5 bytes)."""
+        return 1 + 5 + len(self._resource_field) + 1 + 5 + len(self._scope_field)
+
+    def encode(self, spans: Sequence[bytes]) -> bytes:
+        """The serialised ``ExportTraceServiceRequest`` holding ``spans``."""
+        scope_spans = b"".join([self._scope_field, *(_FIELD_2 + _varint(len(span)) + span for span in spans)])
+        resource_spans = b"".join([self._resource_field, _FIELD_2, _varint(len(scope_spans)), scope_spans])
+        return b"".join([_FIELD_1, _varint(len(resource_spans)), resource_spans])

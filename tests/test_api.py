@@ -11,12 +11,16 @@ from __future__ import annotations
 import gzip
 import socket
 import sqlite3
+import time
 import zlib
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
+import requests
 from litestar.testing import TestClient
 
 from adapter.app import create_app
@@ -26,6 +30,7 @@ from config import Settings
 from tests.batches import body, node_run, workflow_run
 from tests.conftest import ACCESS_KEY
 from tests.otlp_receiver import RecordingReceiver
+from tests.processes import running_service
 
 AUTH = {"Authorization": f"Bearer {ACCESS_KEY}"}
 JSON = {"Content-Type": "application/json"}
@@ -801,3 +806,51 @@ def test_stopping_service_gives_503(offline: Callable[..., Settings]) -> None:
         )
         assert response.headers["retry-after"] == "5"
     assert stored(settings) == []
+
+
+@pytest.mark.e2e
+def test_batches_over_the_concurrency_limit_get_503_at_once(tmp_path: Path) -> None:
+    """A real service whose store is write-locked by another process: two batches wait in the store, the
+    third is refused at once with 503 + Retry-After instead of queueing, and the two get 200 once the
+    lock is free. A slow upload does not hold a slot."""
+    config = {"access_keys": [ACCESS_KEY], "max_concurrent_requests": 2,
+              "otlp_traces_endpoint": f"http://127.0.0.1:{free_port()}/v1/traces"}  # fmt: skip
+    with running_service(tmp_path, config) as base_url, ThreadPoolExecutor(4) as pool:
+        url = f"{base_url}/v1/traces"
+        port = int(base_url.rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as slow:
+            slow.sendall(f"POST /v1/traces HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {ACCESS_KEY}\r\n"
+                         f"Content-Type: application/json\r\nContent-Length: {len(VALID)}\r\n\r\n".encode()
+                         + VALID[:10])  # fmt: skip
+            lock = sqlite3.connect(tmp_path / "data" / "queue.sqlite3", isolation_level=None)
+            lock.execute("BEGIN IMMEDIATE")
+            try:
+                waiting = [pool.submit(requests.post, url, data=VALID, headers=HEADERS, timeout=30) for _ in range(2)]
+                time.sleep(1.0)  # both are inside the service, waiting for the store
+                assert not any(future.done() for future in waiting)
+                refused = requests.post(url, data=VALID, headers=HEADERS, timeout=30)
+            finally:
+                lock.execute("COMMIT")
+                lock.close()
+            answered = [future.result(timeout=30) for future in waiting]
+            slow.sendall(VALID[10:])
+            slow_status = read_status(slow)
+        after = requests.post(url, data=VALID, headers=HEADERS, timeout=30)
+    assert (refused.status_code, refused.json()) == (
+        503,
+        error("unavailable", "Service Unavailable", {"service": "too many batches in progress; retry"}),
+    )
+    assert refused.headers["retry-after"] == "1"
+    assert [(r.status_code, r.json()) for r in answered] == [(200, OK), (200, OK)]
+    assert slow_status == 200
+    assert (after.status_code, after.json()) == (200, OK), "the limit counts batches in progress, not batches seen"
+
+
+def read_status(sock: socket.socket) -> int:
+    data = b""
+    while b"\r\n" not in data:
+        chunk = sock.recv(4096)
+        if not chunk:
+            break
+        data += chunk
+    return int(data.split(b" ", 2)[1])

@@ -6,12 +6,14 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import grpc
 import pytest
 
 from adapter.app import Runtime, build_runtime
 from adapter.otlp import Outcome, parse_retry_after
+from adapter.validation import InvalidBatch, load_stored, parse_batch
 from config import Settings
 from tests.batches import body, node_run, workflow_run
 from tests.otlp_receiver import GrpcReply, RecordingReceiver, Reply
@@ -215,3 +217,29 @@ def test_memory_of_delivered_runs_is_bounded(make_settings: Callable[..., Settin
         assert store.forget_delivered(older_than_s=3600, keep_at_most=4) == 6
         assert len(store.already_delivered([bytes([n]) * 16 for n in range(10)])) == 4
         assert store.forget_delivered(older_than_s=0, keep_at_most=100) == 4
+
+
+SDK_FIXTURES = sorted((Path(__file__).parent / "fixtures" / "sdk").glob("*.json"))
+
+
+@pytest.mark.parametrize(
+    "fixture", [path for path in SDK_FIXTURES if path.name != "manifest.json"], ids=lambda p: p.name
+)
+def test_stored_sdk_bodies_read_back_as_the_runs_ingest_validated(fixture: Path) -> None:
+    payload = fixture.read_bytes()
+    assert load_stored(payload) == parse_batch(payload, accept_unfinished=True, max_runs=100_000)
+
+
+@pytest.mark.parametrize(
+    ("payload", "details"),
+    [
+        (b'{"runs": [{"id": 1}]}', "runs[0].id"),
+        (b'{"runs": "none"}', "runs"),
+        (b"not json", "input"),
+        (body(workflow_run(start_time="yesterday")), "runs[0].start_time"),
+    ],
+)
+def test_a_stored_body_that_is_not_a_valid_batch_gives_the_ingest_problems(payload: bytes, details: str) -> None:
+    with pytest.raises(InvalidBatch) as caught:
+        load_stored(payload)
+    assert details in caught.value.details

@@ -28,9 +28,19 @@ from litestar.testing import TestClient
 
 from adapter.app import create_app
 from adapter.errors import MESSAGES
-from adapter.validation import parse_batch
+from adapter.validation import load_stored, parse_batch
 from config import Settings
-from mapping import RUN_STATUSES, RUN_TYPES, MappingOptions, runs_to_spans, span_id_bytes, trace_id_bytes
+from mapping import (
+    RUN_STATUSES,
+    RUN_TYPES,
+    MappingOptions,
+    RequestEncoder,
+    build_request,
+    build_resource,
+    runs_to_spans,
+    span_id_bytes,
+    trace_id_bytes,
+)
 from tests.batches import workflow_run
 from tests.conftest import ACCESS_KEY
 from tests.otlp_receiver import RecordingReceiver, attributes_to_dict
@@ -406,6 +416,13 @@ def test_valid_batches_validate_and_map(
     again = runs_to_spans(parse_batch(payload, accept_unfinished=False, max_runs=len(runs_sent)), options)
     assert [span.SerializeToString() for span in again] == [span.SerializeToString() for span in spans]
 
+    assert load_stored(payload) == runs, "export reads a stored body back as exactly the runs ingest validated"
+    resource = build_resource("svc", "project", {"deployment.environment.name": "test"})
+    assert (
+        RequestEncoder(resource, "1.0").encode([span.SerializeToString() for span in spans])
+        == build_request(resource, spans, "1.0").SerializeToString()
+    ), "a request assembled from span bytes is the request message, byte for byte"
+
 
 @settings(SETTINGS, max_examples=80)
 @given(batch=valid_batches(), data=st.data())
@@ -419,6 +436,7 @@ def test_unfinished_runs_map_when_accepted(
             run["end_time"] = None
             run["status"] = data.draw(st.none() | statuses)
     runs = parse_batch(orjson.dumps({"runs": runs_sent}), accept_unfinished=True, max_runs=100)
+    assert load_stored(orjson.dumps({"runs": runs_sent})) == runs
     spans = runs_to_spans(runs, MappingOptions())
     assert len(spans) == sum(1 + _attempts(run) for run in runs_sent)
     for span in spans:
