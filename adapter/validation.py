@@ -126,6 +126,51 @@ def _capped(problems: dict[str, str]) -> dict[str, str]:
 
 
 def _parse_run(raw: Any, path: str, accept_unfinished: bool, problems: dict[str, str]) -> Run | None:
+    run = _valid_run(raw, accept_unfinished)
+    if run is not None:
+        return run
+    return _checked_run(raw, path, accept_unfinished, problems)
+
+
+def _valid_run(raw: Any, accept_unfinished: bool) -> Run | None:
+    """The run when every rule holds (the usual case, checked in one pass); None to look closer."""
+    if type(raw) is not dict:
+        return None
+    get = raw.get
+    run_id, name, trace_id, source_id = get("id"), get("name"), get("trace_id"), get("source_id")
+    for value in (run_id, name, trace_id, source_id):
+        if type(value) is not str or not value.strip():
+            return None
+    run_type, status, start_text, end_text = get("type"), get("status"), get("start_time"), get("end_time")
+    if run_type not in RUN_TYPES or type(start_text) is not str:
+        return None
+    if status not in RUN_STATUSES and not (status is None and accept_unfinished):
+        return None
+    start_ns = parse_timestamp_ns(start_text)
+    if end_text is None:
+        end_ns = None
+        if not accept_unfinished:
+            return None
+    else:
+        end_ns = parse_timestamp_ns(end_text) if type(end_text) is str else None
+        if end_ns is None:
+            return None
+    if start_ns is None or (end_ns is not None and end_ns < start_ns):
+        return None
+    optional: dict[str, str | None] = {}
+    for key in _OPTIONAL_STRINGS:
+        value = get(key)
+        if value is None or (type(value) is str and not value.strip()):
+            optional[key] = None
+        elif type(value) in (str, int, float):
+            optional[key] = str(value)
+        else:
+            return None
+    strings = {"id": run_id, "name": name, "trace_id": trace_id, "source_id": source_id}
+    return _build_run(raw, strings, optional, run_type, start_ns, end_ns, status)
+
+
+def _checked_run(raw: Any, path: str, accept_unfinished: bool, problems: dict[str, str]) -> Run | None:
     if not isinstance(raw, dict):
         problems[path] = "must be an object"
         return None

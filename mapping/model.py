@@ -30,7 +30,7 @@ DEFAULT_REDACT_KEYS = (
 not ``max_tokens``; ``api_key`` matches ``apiKey`` and ``X-API-Key``)."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: a frozen __init__ costs an object.__setattr__ per field, per run
 class Run:
     """One Dynamiq run, as validated by the ingest step.
 

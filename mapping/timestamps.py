@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
+from datetime import date
+from functools import lru_cache
 
 _RFC3339 = re.compile(
     r"([0-9]{4})-([0-9]{2})-([0-9]{2})[Tt ]([0-9]{2}):([0-9]{2}):([0-9]{2})(?:\.([0-9]+))?"
     r"(?:([Zz])|([+-])([0-9]{2}):([0-9]{2}))?"
 )
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_EPOCH_DAY = date(1970, 1, 1).toordinal()
 _LAST_NS = 2**64 - 1
 """OTLP times are unsigned 64-bit nanoseconds: nothing after 2554-07-21T23:34:33.709551615Z."""
 
@@ -25,21 +26,26 @@ def parse_timestamp_ns(text: str) -> int | None:
     match = _RFC3339.fullmatch(text)
     if match is None:
         return None
-    year, month, day, hour, minute, second = (int(g) for g in match.group(1, 2, 3, 4, 5, 6))
-    try:
-        moment = datetime(year, month, day, hour, minute, second, tzinfo=UTC)
-    except ValueError:
+    year, month, day, hour, minute, second, fraction, _, sign, off_h, off_m = match.groups()
+    days = _days_since_epoch(year, month, day)
+    if days is None or int(hour) > 23 or int(minute) > 59 or int(second) > 59:
         return None
-    fraction = (match.group(7) or "")[:9].ljust(9, "0")
     offset_s = 0
-    if match.group(9):
-        off_h, off_m = int(match.group(10)), int(match.group(11))
-        if off_h > 23 or off_m > 59:
+    if sign:
+        if int(off_h) > 23 or int(off_m) > 59:
             return None
-        offset_s = (off_h * 3600 + off_m * 60) * (1 if match.group(9) == "+" else -1)
-    delta = moment - _EPOCH
-    seconds = delta.days * 86_400 + delta.seconds - offset_s
-    nanos = seconds * 1_000_000_000 + int(fraction)
+        offset_s = (int(off_h) * 3600 + int(off_m) * 60) * (1 if sign == "+" else -1)
+    seconds = days * 86_400 + int(hour) * 3600 + int(minute) * 60 + int(second) - offset_s
+    nanos = seconds * 1_000_000_000 + (int(fraction[:9].ljust(9, "0")) if fraction else 0)
     if seconds < 0 or nanos > _LAST_NS:
         return None
     return nanos
+
+
+@lru_cache(maxsize=1024)
+def _days_since_epoch(year: str, month: str, day: str) -> int | None:
+    """Days from 1970-01-01 to the date (None for a date that does not exist); dates repeat, so cached."""
+    try:
+        return date(int(year), int(month), int(day)).toordinal() - _EPOCH_DAY
+    except ValueError:
+        return None

@@ -35,7 +35,7 @@ CONTENT_METADATA_KEYS = frozenset({"tool_data", "human_feedback", "skip"})
 """Metadata keys that hold user content; dropped when content capture is off."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: a frozen __init__ costs an object.__setattr__ per field, per run
 class RunView:
     """A run with its secrets redacted and its content removed when capture is off."""
 
