@@ -68,6 +68,8 @@ class StoreUnavailable(Exception):
     """The batch could not be written safely (disk full, I/O error, database locked too long)."""
 
 
+_BOOKKEEPING_CHECKPOINT_PAGES = 1_000
+_REQUEST_CHECKPOINT_PAGES = 16_000
 _LOCK_RETRY_MIN_S = 0.0001
 _LOCK_RETRY_MAX_S = 0.002
 
@@ -135,8 +137,8 @@ class Store:
         if conn is None:
             conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
             conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute(f"PRAGMA synchronous={self._sync}")
-            self._local.sync = self._sync
+            self._local.sync = None
+            self._set_sync(conn, self._sync)
             conn.execute(f"PRAGMA busy_timeout={self._busy_ms}")
             self._local.conn = conn
             with self._lock:
@@ -170,8 +172,17 @@ class Store:
             raise
 
     def _set_sync(self, conn: sqlite3.Connection, mode: str) -> None:
+        """Commit mode of this thread's connection, and who copies the WAL back into the database:
+
+        a checkpoint runs inside the commit that passes ``wal_autocheckpoint`` pages and writes and
+        fsyncs megabytes, so the commits requests wait for leave it to export bookkeeping (at 1,000
+        pages, SQLite's default) and only step in far later (``_REQUEST_CHECKPOINT_PAGES``), in case
+        nothing is exported for a long time.
+        """
         if getattr(self._local, "sync", None) != mode:
             conn.execute(f"PRAGMA synchronous={mode}")
+            pages = _BOOKKEEPING_CHECKPOINT_PAGES if mode == "NORMAL" else _REQUEST_CHECKPOINT_PAGES
+            conn.execute(f"PRAGMA wal_autocheckpoint={pages}")
             self._local.sync = mode
 
     def _begin(self, conn: sqlite3.Connection) -> None:

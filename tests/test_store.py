@@ -488,3 +488,18 @@ def test_export_bookkeeping_does_not_wait_for_the_disk_but_puts_do(path: Path) -
         assert assert_consistent(store) == (1, 3, 0)
     finally:
         store.close()
+
+
+def test_request_commits_leave_checkpoints_to_export_bookkeeping(path: Path) -> None:
+    """A checkpoint runs inside the commit that crosses wal_autocheckpoint: puts (which requests wait
+    for) cross it only far later than claims and acks do."""
+    store = make_store(path)
+    try:
+        store.put(b"x", 1)
+        conn = store._conn()
+        request_pages = conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0]
+        store.claim(1, HOUR)
+        bookkeeping_pages = conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0]
+        assert (request_pages, bookkeeping_pages) == (16_000, 1_000)
+    finally:
+        store.close()
