@@ -43,7 +43,7 @@ log = logging.getLogger("dynamiq_otel")
 RETRY_AFTER_UNAVAILABLE_S = 5
 """Retry-After sent with 503 when the store is full, cannot be written, or the service is stopping."""
 RETRY_AFTER_BUSY_S = 1
-"""Retry-After sent with 503 when a worker already handles ``max_concurrent_requests`` batches."""
+"""Retry-After sent with 503 when a worker already validates and stores ``max_concurrent_requests`` batches."""
 _JSON_TYPES = ("application/json",)
 _REASONS = {400: "bad_request", 401: "unauthorized", 408: "request_timeout", 413: "payload_too_large",
             415: "unsupported_media_type", 429: "rate_limited", 503: "unavailable"}  # fmt: skip
@@ -209,8 +209,6 @@ async def _ingest(request: Request[Any, Any, State], runtime: Runtime, seen: _Se
     settings = runtime.settings
     if runtime.stopping:
         raise ApiError(503, {"service": "shutting down; retry"}, retry_after=RETRY_AFTER_UNAVAILABLE_S)
-    if runtime.in_progress > settings.max_concurrent_requests:
-        raise ApiError(503, {"service": "too many batches in progress; retry"}, retry_after=RETRY_AFTER_BUSY_S)
     tenant = runtime.keys.tenant_of(request.headers.get("authorization"))
     if tenant is None:
         raise ApiError(401)
