@@ -210,14 +210,15 @@ class Delivery:
             self._bury(batches, f"unknown tenant {tenant!r}: no export target configured")
             return
         encoder = self._encoders[tenant]
-        prepared = self._prepare(batches, self.config.max_request_bytes - encoder.overhead)
+        limit = self.config.max_request_bytes - encoder.overhead  # bytes of spans one request may carry
+        prepared = self._prepare(batches, limit)
         if not prepared.batches:
             return
         if not prepared.spans:  # every run was delivered before
             self.store.ack([batch.id for batch in prepared.batches])
             self._count_skipped(prepared.skipped)
             return
-        result = self._send(target, encoder, prepared.spans)
+        result = self._send(target, encoder, prepared.spans, limit)
         self._settle(tenant, prepared, result)
 
     def _prepare(self, batches: Sequence[Claimed], span_limit: int) -> _Prepared:
@@ -255,10 +256,10 @@ class Delivery:
             prepared.skipped += skipped
         return prepared
 
-    def _send(self, target: ExportTarget, encoder: RequestEncoder, spans: Sequence[bytes]) -> ExportResult:
-        """Send ``spans`` in requests under the size limit; the first failure decides."""
+    def _send(self, target: ExportTarget, encoder: RequestEncoder, spans: Sequence[bytes], limit: int) -> ExportResult:
+        """Send ``spans`` in requests of at most ``limit`` bytes of spans; the first failure decides."""
         result = ExportResult(Outcome.DELIVERED, "empty")
-        for chunk in _chunks(encoder, spans, self.config.max_request_bytes - encoder.overhead):
+        for chunk in _chunks(encoder, spans, limit):
             request = encoder.encode(chunk)
             size = len(request)
             started = time.monotonic()
