@@ -47,6 +47,16 @@ def clean_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "DYNAMIQ_OTEL_"))}
 
 
+def stop_process(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, then SIGKILL if the process is still there after 20 s; reaped either way."""
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(20)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 def wait_until(predicate: Callable[[], bool], timeout: float, what: str, interval: float = 0.2) -> None:
     """Poll ``predicate`` until it holds; AssertionError naming ``what`` after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
@@ -184,12 +194,7 @@ class Service:
             if self.wrapper:  # `unshare --fork` ignores SIGTERM; --kill-child passes SIGKILL on
                 self.kill9()
                 return
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+            stop_process(self.process)
 
     def running(self) -> bool:
         return self.process is not None and self.process.poll() is None
@@ -297,12 +302,7 @@ class ReceiverProcess:
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+            stop_process(self.process)
 
     def span_counts(self) -> Counter[str]:
         """How many times each span id arrived (complete JSONL lines only; parsed incrementally)."""
