@@ -153,12 +153,7 @@ class LoadGenerator:
                     await asyncio.sleep(0.05)
 
         await asyncio.gather(*(client(conn) for conn in conns))
-        result.duration_s = time.monotonic() - started
-        result.client_cpu_s = time.process_time() - cpu0
-        for conn in conns:
-            if conn.transport is not None:
-                conn.transport.close()
-        return result
+        return _finished(result, conns, started, cpu0)
 
     async def fixed_rate(self, rate: float, seconds: float, connections: int, max_pending: int = 1000) -> Result:
         """Requests scheduled every ``1/rate`` s; latency counted from the scheduled time."""
@@ -190,12 +185,17 @@ class LoadGenerator:
         for _ in workers:
             queue.put_nowait(None)
         await asyncio.gather(*workers)
-        result.duration_s = time.monotonic() - started
-        result.client_cpu_s = time.process_time() - cpu0
-        for conn in conns:
-            if conn.transport is not None:
-                conn.transport.close()
-        return result
+        return _finished(result, conns, started, cpu0)
+
+
+def _finished(result: Result, conns: list[_Connection], started: float, cpu0: float) -> Result:
+    """Close the phase's connections and stamp its wall and client CPU time."""
+    result.duration_s = time.monotonic() - started
+    result.client_cpu_s = time.process_time() - cpu0
+    for conn in conns:
+        if conn.transport is not None:
+            conn.transport.close()
+    return result
 
 
 def run(coroutine_factory: Callable[[], object]) -> Result:
