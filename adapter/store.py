@@ -14,6 +14,9 @@ Semantics (``docs/delivery.md``):
   so a waiter would often sleep long after the lock was free).
 * ``ack`` deletes; ``retry`` puts back with a next-attempt time; ``bury`` moves to the dead-letter
   state, kept on disk until replayed or purged.
+* A batch's body lives in its own table (``bodies``), apart from its small bookkeeping row in
+  ``batches``: SQLite rewrites a whole row when any of its columns changes, so with the body in the
+  row every claim, retry and bury copied the whole body (tens of KB) again.
 """
 
 from __future__ import annotations
@@ -36,7 +39,6 @@ CREATE TABLE IF NOT EXISTS batches (
     tenant        TEXT    NOT NULL DEFAULT 'default',
     runs          INTEGER NOT NULL,
     size          INTEGER NOT NULL,
-    body          BLOB    NOT NULL,
     state         TEXT    NOT NULL DEFAULT 'ready' CHECK (state IN ('ready', 'inflight', 'dead')),
     attempts      INTEGER NOT NULL DEFAULT 0,
     next_try_ns   INTEGER NOT NULL DEFAULT 0,
@@ -46,6 +48,10 @@ CREATE TABLE IF NOT EXISTS batches (
     owner_start   INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS batches_due ON batches (state, next_try_ns, id);
+CREATE TABLE IF NOT EXISTS bodies (
+    id    INTEGER PRIMARY KEY,
+    body  BLOB    NOT NULL
+);
 CREATE TABLE IF NOT EXISTS totals (
     one     INTEGER PRIMARY KEY CHECK (one = 1),
     batches INTEGER NOT NULL,
@@ -117,12 +123,20 @@ class Store:
         try:
             conn = self._conn()
             conn.executescript(SCHEMA)
-            columns = {row[1] for row in conn.execute("PRAGMA table_info(batches)")}
-            if "owner_start" not in columns:  # a store written by an older version
-                conn.execute("ALTER TABLE batches ADD COLUMN owner_start INTEGER NOT NULL DEFAULT 0")
+            self._upgrade()
         except sqlite3.Error as exc:
             raise StoreUnavailable(f"cannot open the store at {self.path}: {exc}") from exc
         self.reclaim_orphans()
+
+    def _upgrade(self) -> None:
+        """Bring a store written by an older version to this schema (once; other processes wait)."""
+        with self._write() as db:
+            columns = {row[1] for row in db.execute("PRAGMA table_info(batches)")}
+            if "owner_start" not in columns:
+                db.execute("ALTER TABLE batches ADD COLUMN owner_start INTEGER NOT NULL DEFAULT 0")
+            if "body" in columns:  # bodies were kept in the batches rows
+                db.execute("INSERT INTO bodies (id, body) SELECT id, body FROM batches")
+                db.execute("ALTER TABLE batches DROP COLUMN body")
 
     def close(self) -> None:
         """Close every connection this store opened."""
@@ -238,10 +252,12 @@ class Store:
                     results.append(StoreFull(f"{count + added} batches, {size + added_bytes} bytes waiting"))
                     continue
                 cursor = db.execute(
-                    "INSERT INTO batches (received_ns, tenant, runs, size, body) VALUES (?, ?, ?, ?, ?)",
-                    (now, tenant, runs, len(body), body),
+                    "INSERT INTO batches (received_ns, tenant, runs, size) VALUES (?, ?, ?, ?)",
+                    (now, tenant, runs, len(body)),
                 )
-                results.append(int(cursor.lastrowid or 0))
+                batch_id = int(cursor.lastrowid or 0)
+                db.execute("INSERT INTO bodies (id, body) VALUES (?, ?)", (batch_id, body))
+                results.append(batch_id)
                 added += 1
                 added_bytes += len(body)
             if added:
@@ -277,7 +293,7 @@ class Store:
                 (now + int(lease_s * 1e9), *_this_process(), *chosen),
             ).fetchall()
         # The lease is ours now: read the bodies outside the write transaction (WAL readers do not block writers).
-        bodies = dict(self._conn().execute(f"SELECT id, body FROM batches WHERE id IN ({marks})", chosen))  # noqa: S608
+        bodies = dict(self._conn().execute(f"SELECT id, body FROM bodies WHERE id IN ({marks})", chosen))  # noqa: S608
         rows.sort(key=lambda row: row[0])
         return [Claimed(row[0], row[1], bytes(bodies[row[0]]), row[2], row[3]) for row in rows if row[0] in bodies]
 
@@ -300,6 +316,7 @@ class Store:
                 ids,
             ).fetchone()
             db.execute(f"DELETE FROM batches WHERE id IN ({marks})", ids)  # noqa: S608
+            db.execute(f"DELETE FROM bodies WHERE id IN ({marks})", ids)  # noqa: S608
             db.execute("UPDATE totals SET batches = batches - ?, bytes = bytes - ?", (count, int(size)))
 
     def retry(self, ids: Sequence[int], delay_s: float, error: str) -> None:
@@ -358,12 +375,11 @@ class Store:
     def purge_dead(self, ids: Iterable[int] | None = None) -> int:
         """Delete dead-lettered batches (all, or ``ids``) for good; return how many."""
         with self._write() as db:
-            if ids is None:
-                return int(db.execute("DELETE FROM batches WHERE state = 'dead'").rowcount)
-            wanted = list(ids)
-            return int(
-                db.executemany("DELETE FROM batches WHERE state = 'dead' AND id = ?", [(i,) for i in wanted]).rowcount
-            )
+            dead = [row[0] for row in db.execute("SELECT id FROM batches WHERE state = 'dead'")]
+            chosen = dead if ids is None else sorted(set(dead) & set(ids))
+            db.executemany("DELETE FROM batches WHERE id = ?", [(i,) for i in chosen])
+            db.executemany("DELETE FROM bodies WHERE id = ?", [(i,) for i in chosen])
+            return len(chosen)
 
     def reclaim_orphans(self) -> int:
         """Make in-flight batches of processes that no longer run due again; return how many.

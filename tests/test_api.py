@@ -93,7 +93,8 @@ def stored(settings: Settings) -> list[tuple[bytes, int]]:
         return []
     db = sqlite3.connect(settings.store_path)
     try:
-        return [(bytes(row[0]), row[1]) for row in db.execute("SELECT body, runs FROM batches ORDER BY id")]
+        query = "SELECT body, runs FROM batches JOIN bodies USING (id) ORDER BY id"
+        return [(bytes(row[0]), row[1]) for row in db.execute(query)]
     finally:
         db.close()
 

@@ -32,7 +32,9 @@ def rows(path: Path) -> list[tuple[int, str, int, int, bytes]]:
     try:
         return [
             (row[0], row[1], row[2], row[3], bytes(row[4]))
-            for row in db.execute("SELECT id, state, attempts, owner_pid, body FROM batches ORDER BY id")
+            for row in db.execute(
+                "SELECT id, state, attempts, owner_pid, body FROM batches JOIN bodies USING (id) ORDER BY id"
+            )
         ]
     finally:
         db.close()
@@ -54,9 +56,12 @@ def assert_consistent(store: Store) -> tuple[int, int, int]:
     try:
         live, size = db.execute("SELECT count(*), coalesce(sum(size), 0) FROM batches WHERE state != 'dead'").fetchone()
         dead = db.execute("SELECT count(*) FROM batches WHERE state = 'dead'").fetchone()[0]
+        batch_ids = [row[0] for row in db.execute("SELECT id FROM batches ORDER BY id")]
+        body_ids = [row[0] for row in db.execute("SELECT id FROM bodies ORDER BY id")]
     finally:
         db.close()
     assert (stats.batches, stats.bytes, stats.dead) == (live, size, dead)
+    assert body_ids == batch_ids, "every batch has its body, and no body outlives its batch"
     return stats.batches, stats.bytes, stats.dead
 
 
@@ -297,6 +302,48 @@ def test_data_survives_close_and_reopen(path: Path) -> None:
         assert [c.id for c in again.claim(10, HOUR)] == [ids[1]], "own live lease is kept across reopen"
     finally:
         again.close()
+
+
+OLD_SCHEMA = """
+CREATE TABLE batches (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, received_ns INTEGER NOT NULL, tenant TEXT NOT NULL DEFAULT 'default',
+    runs INTEGER NOT NULL, size INTEGER NOT NULL, body BLOB NOT NULL,
+    state TEXT NOT NULL DEFAULT 'ready' CHECK (state IN ('ready', 'inflight', 'dead')),
+    attempts INTEGER NOT NULL DEFAULT 0, next_try_ns INTEGER NOT NULL DEFAULT 0, lease_ns INTEGER NOT NULL DEFAULT 0,
+    owner_pid INTEGER NOT NULL DEFAULT 0, last_error TEXT
+);
+CREATE INDEX batches_due ON batches (state, next_try_ns, id);
+CREATE TABLE totals (one INTEGER PRIMARY KEY CHECK (one = 1), batches INTEGER NOT NULL, bytes INTEGER NOT NULL);
+INSERT INTO totals VALUES (1, 2, 9);
+INSERT INTO batches (received_ns, runs, size, body) VALUES (1, 1, 4, x'6f6e6521');
+INSERT INTO batches (received_ns, runs, size, body, state, last_error) VALUES (2, 2, 3, x'747721', 'dead', 'no');
+INSERT INTO batches (received_ns, runs, size, body) VALUES (3, 3, 5, x'7468726565');
+"""
+"""A store as the first releases wrote it: bodies inside the batches rows, no owner_start, no dedupe table."""
+
+
+def test_store_written_by_an_older_version_is_upgraded_in_place(path: Path) -> None:
+    path.parent.mkdir(parents=True)
+    old = sqlite3.connect(path)
+    old.executescript(OLD_SCHEMA)
+    old.close()
+    store = make_store(path)
+    try:
+        assert assert_consistent(store) == (2, 9, 1)
+        assert rows(path) == [(1, "ready", 0, 0, b"one!"), (2, "dead", 0, 0, b"tw!"), (3, "ready", 0, 0, b"three")]
+        assert [(batch.id, batch.body) for batch in store.claim(10, HOUR)] == [(1, b"one!"), (3, b"three")]
+        store.ack([1, 3])
+        assert store.replay() == 1
+        assert [(batch.id, batch.body) for batch in store.claim(10, HOUR)] == [(2, b"tw!")]
+    finally:
+        store.close()
+    db = sqlite3.connect(path)
+    try:
+        columns = {row[1] for row in db.execute("PRAGMA table_info(batches)")}
+    finally:
+        db.close()
+    assert "body" not in columns, "the bodies moved to their own table"
+    make_store(path).close()  # opening the upgraded store again changes nothing
 
 
 def test_inflight_batches_of_dead_process_reclaimed_on_open(path: Path) -> None:

@@ -40,7 +40,8 @@ def hold_write_lock(path: Path) -> sqlite3.Connection:
 def rows(path: Path) -> list[tuple[int, bytes, int, str]]:
     db = sqlite3.connect(path)
     try:
-        return [(r[0], bytes(r[1]), r[2], r[3]) for r in db.execute("SELECT id, body, runs, tenant FROM batches")]
+        query = "SELECT id, body, runs, tenant FROM batches JOIN bodies USING (id)"
+        return [(r[0], bytes(r[1]), r[2], r[3]) for r in db.execute(query)]
     finally:
         db.close()
 

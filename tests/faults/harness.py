@@ -249,7 +249,8 @@ def read_store(path: Path) -> StoreView:
         live = conn.execute("SELECT count(*), coalesce(sum(size), 0) FROM batches WHERE state != 'dead'").fetchone()
         by_state = dict(conn.execute("SELECT state, count(*) FROM batches GROUP BY state").fetchall())
         inflight: set[str] = set()
-        for (body,) in conn.execute("SELECT body FROM batches WHERE state = 'inflight'"):
+        inflight_bodies = "SELECT body FROM batches JOIN bodies USING (id) WHERE state = 'inflight'"
+        for (body,) in conn.execute(inflight_bodies):
             inflight.update(batch_of(bytes(body)).span_ids)
     finally:
         conn.close()
