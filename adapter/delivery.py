@@ -99,9 +99,15 @@ def _chunks(encoder: RequestEncoder, spans: Sequence[bytes], limit: int) -> list
 
 
 def run_key(run: Run) -> bytes:
-    """Identity of a delivered run: its id and its final state (status and end time)."""
+    """Identity of a delivered run: its id and its final state (status and end time).
+
+    The run's end time (8 bytes, big-endian) comes first and 16 bytes of a SHA-256 of the three
+    follow, so the keys of runs that ended about the same time sit next to each other in the store's
+    index: an ack writes a few pages at its end instead of one page per run spread over the index.
+    """
     text = f"{canonical_id(run.id)}\x00{run.status}\x00{run.end_ns}"
-    return hashlib.sha256(text.encode()).digest()[:16]
+    moment = (run.start_ns if run.end_ns is None else run.end_ns) & 0xFFFF_FFFF_FFFF_FFFF
+    return moment.to_bytes(8, "big") + hashlib.sha256(text.encode()).digest()[:16]
 
 
 @dataclass

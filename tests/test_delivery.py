@@ -12,6 +12,7 @@ import grpc
 import pytest
 
 from adapter.app import Runtime, build_runtime
+from adapter.delivery import run_key
 from adapter.otlp import Outcome, parse_retry_after
 from adapter.validation import InvalidBatch, load_stored, parse_batch
 from config import Settings
@@ -217,6 +218,25 @@ def test_memory_of_delivered_runs_is_bounded(make_settings: Callable[..., Settin
         assert store.forget_delivered(older_than_s=3600, keep_at_most=4) == 6
         assert len(store.already_delivered([bytes([n]) * 16 for n in range(10)])) == 4
         assert store.forget_delivered(older_than_s=0, keep_at_most=100) == 4
+
+
+def test_keys_of_delivered_runs_follow_their_end_times() -> None:
+    """The key identifies a run's final state and sorts by its end time (so acks append to the index)."""
+    first, later = (
+        workflow_run(id=str(uuid.uuid4()), end_time=end) for end in ("2026-06-10T09:15:30Z", "2026-06-10T09:15:31Z")
+    )
+    same_id_upper = workflow_run(id=first["id"].upper(), end_time=first["end_time"])
+    other_state = workflow_run(id=first["id"], end_time=first["end_time"], status="failed")
+    unfinished = workflow_run(id=first["id"], end_time=None, status=None)
+    key_first, key_later, key_upper, key_failed = (
+        run_key(load_stored(body(run))[0]) for run in (first, later, same_id_upper, other_state)
+    )
+    (unfinished_run,) = parse_batch(body(unfinished), accept_unfinished=True, max_runs=10)
+    assert key_upper == key_first, "the id is compared in its canonical form"
+    assert len({key_first, key_later, key_failed, run_key(unfinished_run)}) == 4
+    assert sorted([key_later, key_first]) == [key_first, key_later]
+    end_ns = load_stored(body(first))[0].end_ns
+    assert key_first[:8] == end_ns.to_bytes(8, "big")
 
 
 SDK_FIXTURES = sorted((Path(__file__).parent / "fixtures" / "sdk").glob("*.json"))
