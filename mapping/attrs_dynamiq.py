@@ -111,11 +111,11 @@ def _attributes_from_node(node: Mapping[str, Any], skip_prompt: bool) -> Iterato
 
 def _attributes_from_metadata(metadata: Mapping[str, Any]) -> Iterator[Attribute]:
     workflow = metadata.get("workflow")
-    if isinstance(workflow, Mapping):
+    if isinstance(workflow, dict):
         yield from _str_attr(WORKFLOW_ID, workflow.get("id"))
         yield from _str_attr(WORKFLOW_VERSION, workflow.get("version"))
     flow = metadata.get("flow")
-    if isinstance(flow, Mapping):
+    if isinstance(flow, dict):
         yield from _str_attr(FLOW_ID, flow.get("id"))
     if isinstance(metadata.get("is_output_from_cache"), bool):
         yield CACHE_HIT, metadata["is_output_from_cache"]

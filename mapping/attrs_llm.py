@@ -14,10 +14,10 @@ REQUEST_PARAMETERS = ("temperature", "max_tokens", "top_p", "frequency_penalty",
 def input_messages(node: Mapping[str, Any]) -> list[Mapping[str, Any]]:
     """The prompt messages of an LLM node (already rendered by the SDK), or an empty list."""
     prompt = node.get("prompt")
-    messages = prompt.get("messages") if isinstance(prompt, Mapping) else None
+    messages = prompt.get("messages") if isinstance(prompt, dict) else None
     if not isinstance(messages, list):
         return []
-    return [message for message in messages if isinstance(message, Mapping)]
+    return [message for message in messages if isinstance(message, dict)]
 
 
 def message_text(content: Any) -> str | None:
@@ -25,9 +25,7 @@ def message_text(content: Any) -> str | None:
     if isinstance(content, str):
         return content
     if isinstance(content, list):
-        texts = [
-            str(part["text"]) for part in content if isinstance(part, Mapping) and isinstance(part.get("text"), str)
-        ]
+        texts = [str(part["text"]) for part in content if isinstance(part, dict) and isinstance(part.get("text"), str)]
         return "\n".join(texts) if texts else None
     return None
 
@@ -36,20 +34,22 @@ def output_message(output: Any) -> tuple[str | None, list[Mapping[str, Any]]]:
     """``(content, tool_calls)`` of an LLM run's output."""
     if isinstance(output, str):
         return output, []
-    if not isinstance(output, Mapping):
+    if not isinstance(output, dict):
         return None, []
     content = output.get("content")
     calls = output.get("tool_calls")
-    if isinstance(calls, Mapping):
+    if isinstance(calls, dict):
         calls = list(calls.values())
-    tool_calls = [call for call in calls if isinstance(call, Mapping)] if isinstance(calls, list) else []
+    tool_calls: list[Mapping[str, Any]] = (
+        [call for call in calls if isinstance(call, dict)] if isinstance(calls, list) else []
+    )
     return (content if isinstance(content, str) else None), tool_calls
 
 
 def call_function(call: Mapping[str, Any]) -> tuple[str | None, Any, str | None]:
     """``(name, arguments, id)`` of one tool call in OpenAI's shape (or a flat one)."""
     function = call.get("function")
-    source = function if isinstance(function, Mapping) else call
+    source = function if isinstance(function, dict) else call
     name = source.get("name")
     call_id = call.get("id")
     return (
@@ -73,6 +73,6 @@ def model_of(node: Mapping[str, Any]) -> str | None:
         prefix, slash, name = model.partition("/")
         return name if slash and name and provider_prefix(prefix) else model
     embedder = node.get("embedder")
-    if isinstance(embedder, Mapping) and isinstance(embedder.get("model"), str):
+    if isinstance(embedder, dict) and isinstance(embedder.get("model"), str):
         return str(embedder["model"])
     return None

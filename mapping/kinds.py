@@ -58,7 +58,7 @@ PROVIDER_BY_CONNECTION = {
 def node_of(metadata: Mapping[str, Any]) -> Mapping[str, Any]:
     """The serialised node in a run's metadata, or an empty mapping."""
     node = metadata.get("node")
-    return node if isinstance(node, Mapping) else {}
+    return node if isinstance(node, dict) else {}
 
 
 def group_of(run_type: str, metadata: Mapping[str, Any]) -> str | None:
@@ -95,7 +95,7 @@ def provider_of(node: Mapping[str, Any]) -> str | None:
     """``gen_ai.provider.name`` of a model node, from its connection type or its model prefix."""
     connection = node.get("connection")
     candidates: list[str] = []
-    if isinstance(connection, Mapping):
+    if isinstance(connection, dict):
         for key in ("type", "name"):
             value = connection.get(key)
             if isinstance(value, str):

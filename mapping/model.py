@@ -34,8 +34,10 @@ not ``max_tokens``; ``api_key`` matches ``apiKey`` and ``X-API-Key``)."""
 class Run:
     """One Dynamiq run, as validated by the ingest step.
 
-    The validated fields are typed; every other field of the SDK's run is carried unchanged.
-    ``end_ns`` and ``status`` are None only for an unfinished run accepted on purpose.
+    The validated fields are typed; every other field of the SDK's run is carried unchanged, as JSON
+    decodes it (``dict``, ``list``, ``str``, ``int``, ``float``, ``bool``, ``None``): the translation
+    reads objects as ``dict`` only. ``end_ns`` and ``status`` are None only for an unfinished run
+    accepted on purpose.
     """
 
     id: str

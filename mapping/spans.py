@@ -114,7 +114,7 @@ def _add_exception_event(span: Span, failure: Failure, limit: int) -> None:
 def _attempt_spans(run: Run, parent: Span, options: MappingOptions) -> Iterator[Span]:
     """One child span per execution attempt, when the run was retried (more than one attempt)."""
     for number, execution in enumerate(run.executions, start=1):
-        if not isinstance(execution, Mapping):
+        if not isinstance(execution, dict):
             continue
         start = _time_of(execution.get("start_time")) or parent.start_time_unix_nano
         end = _time_of(execution.get("end_time")) or parent.end_time_unix_nano
@@ -178,8 +178,8 @@ def _dependency_index(runs: Sequence[Run]) -> dict[tuple[str, str], str]:
     """(trace id, node id) -> run id, to turn ``run_depends`` node references into span links."""
     index: dict[tuple[str, str], str] = {}
     for run in runs:
-        node = run.metadata.get("node") if isinstance(run.metadata, Mapping) else None
-        if isinstance(node, Mapping) and isinstance(node.get("id"), str):
+        node = run.metadata.get("node") if isinstance(run.metadata, dict) else None
+        if isinstance(node, dict) and isinstance(node.get("id"), str):
             index.setdefault((run.trace_id, node["id"]), run.id)
     return index
 
@@ -189,8 +189,8 @@ def _dependencies(view: RunView, index: Mapping[tuple[str, str], str]) -> Iterat
     if not isinstance(depends, list):
         return
     for dependency in depends:
-        node = dependency.get("node") if isinstance(dependency, Mapping) else None
-        node_id = node.get("id") if isinstance(node, Mapping) else None
+        node = dependency.get("node") if isinstance(dependency, dict) else None
+        node_id = node.get("id") if isinstance(node, dict) else None
         run_id = index.get((view.run.trace_id, node_id)) if isinstance(node_id, str) else None
         if run_id is not None and run_id != view.run.id:
             yield run_id

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,7 +28,7 @@ class Failure:
 
 def failure_of(error: Any) -> Failure:
     """Read the SDK's ``{"message", "traceback"}`` error object (or anything else) into a Failure."""
-    if isinstance(error, Mapping):
+    if isinstance(error, dict):
         message = error.get("message")
         traceback = error.get("traceback")
     else:

@@ -54,7 +54,7 @@ class RunView:
     def usage(self) -> Mapping[str, Any]:
         """The LLM usage block of the run, or an empty mapping."""
         usage = self.metadata.get("usage")
-        return usage if isinstance(usage, Mapping) else {}
+        return usage if isinstance(usage, dict) else {}
 
     @property
     def user_metadata(self) -> dict[str, Any]:
@@ -65,7 +65,7 @@ class RunView:
 def view_of(run: Run, options: MappingOptions) -> RunView:
     """Build the view of ``run``: redacted copies of its metadata, input and output."""
     fragments = options.redact_keys
-    metadata = redact(run.metadata, fragments) if isinstance(run.metadata, Mapping) else {}
+    metadata = redact(run.metadata, fragments) if isinstance(run.metadata, dict) else {}
     node = dict(node_of(metadata))
     if not options.capture_content:
         node = {key: value for key, value in node.items() if key not in CONTENT_NODE_KEYS}
