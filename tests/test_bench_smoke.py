@@ -37,3 +37,13 @@ def test_bench_quick_runs_and_writes_the_table(tmp_path: Path) -> None:
     assert all(case["lost_spans"] == 0 for case in cases)  # every accepted run reached the sink
     assert all(case["delivered_runs_s"] > 0 for case in cases)
     assert raw["summary"]["overload"]["healthy_after"]
+
+
+def test_store_benchmark_quick_runs() -> None:
+    """``bench/store.py --quick`` (the store alone) runs and prints both of its tables."""
+    command = [sys.executable, "bench/store.py", "--quick"]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
+    assert "## 1. Batch lifecycle" in done.stdout
+    rows = [line for line in done.stdout.splitlines() if line.startswith("| 1,000 |")]
+    assert [row.split("|")[2].strip() for row in rows] == ["end time first (the service)", "hash only (before)"]
