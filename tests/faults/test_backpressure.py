@@ -136,11 +136,12 @@ class _Filler:
     def fill(self) -> None:
         if self.mechanism == "tmpfs":
             chunk = b"\0" * 65536
-            with self.path.open("wb") as handle:
+            # Unbuffered: a buffered file keeps the bytes a full disk refused and raises ENOSPC again when
+            # it is closed. Here a write takes what fits (a partial write) and the next one fails.
+            with self.path.open("wb", buffering=0) as handle:
                 while True:
                     try:
                         handle.write(chunk)
-                        handle.flush()
                     except OSError as exc:
                         assert exc.errno == errno.ENOSPC, exc
                         break
