@@ -241,10 +241,11 @@ class Delivery:
         dedupe = self.config.dedupe_window_s > 0
         all_keys = [run_key(run) for _, runs in parsed for run in runs] if dedupe else []
         seen = self.store.already_delivered(all_keys) if dedupe else set()
+        keys = iter(all_keys)  # in the order of the loop below
         for batch, runs in parsed:
             fresh = []
             for run in runs:
-                key = run_key(run) if dedupe else b""
+                key = next(keys) if dedupe else b""
                 if dedupe and key in seen:
                     continue
                 seen.add(key)
