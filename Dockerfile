@@ -10,14 +10,20 @@
 
 # --- build stage: install the project (and only its runtime dependencies) into a venv -------------
 FROM python:3.11-slim AS build
+# DYNAMIQ_OTEL_USE_MYPYC=1: setup.py compiles the mapping with mypyc (about a fifth less CPU per run,
+# docs/performance.md), which needs a C compiler here; the runtime stage gets only the result.
 ENV PIP_NO_CACHE_DIR=1 \
-    PIP_DISABLE_PIP_VERSION_CHECK=1
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    DYNAMIQ_OTEL_USE_MYPYC=1
+RUN apt-get update \
+ && apt-get install --yes --no-install-recommends gcc libc6-dev \
+ && rm -rf /var/lib/apt/lists/*
 RUN python -m venv /opt/dynamiq-otel
 ENV PATH=/opt/dynamiq-otel/bin:$PATH
 WORKDIR /src
 # Only what `pip install .` needs (.dockerignore keeps the rest, tests and venvs included, out).
 # README.m[d]: a wildcard, so a checkout without README.md still builds (setuptools only warns).
-COPY pyproject.toml README.m[d] ./
+COPY pyproject.toml setup.py README.m[d] ./
 COPY adapter ./adapter
 COPY config ./config
 COPY mapping ./mapping

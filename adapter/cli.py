@@ -95,7 +95,7 @@ def _dead_letter(settings: Settings, action: str, ids: list[int] | None, every: 
 def _serve(settings: Settings, config_file: Path | None, overrides: dict[str, Any]) -> int:
     import uvicorn
 
-    from adapter.protobuf import require_fast_protobuf
+    from adapter.protobuf import mapping_build, require_fast_protobuf
 
     configure_logging(settings.log_level)
     require_fast_protobuf()
@@ -106,6 +106,7 @@ def _serve(settings: Settings, config_file: Path | None, overrides: dict[str, An
             "workers": settings.workers,
             "export": f"{settings.otlp_protocol} {settings.traces_endpoint}",
             "store": str(settings.store_path),
+            "mapping": mapping_build(),
         },
     )
     from adapter.server import PROTOCOL, HeaderDeadlineProtocol

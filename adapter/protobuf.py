@@ -1,4 +1,5 @@
-"""The protobuf runtime check: the pure-Python backend is about ten times slower than upb."""
+"""Runtime checks of the two native fast paths: protobuf's upb backend (the pure-Python one is about
+ten times slower) and the mapping compiled with mypyc (``DYNAMIQ_OTEL_USE_MYPYC=1`` at install)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,13 @@ log = logging.getLogger("dynamiq_otel")
 def protobuf_backend() -> str:
     """``upb``, ``cpp`` or ``python``."""
     return str(api_implementation.Type())
+
+
+def mapping_build() -> str:
+    """``mypyc`` when the mapping runs compiled, ``python`` when it runs from its sources."""
+    from mapping import spans
+
+    return "python" if spans.__file__.endswith(".py") else "mypyc"
 
 
 def require_fast_protobuf() -> None:

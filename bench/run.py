@@ -601,7 +601,8 @@ def render(summary: dict[str, Any], meta: dict[str, Any], plan: Plan) -> str:
     code = meta["code"]
     add(
         f"- service code: commit `{code['commit']}` (uncommitted changes in adapter/ mapping/ config/: "
-        f"{code['uncommitted']}; sources sha256 `{code['sources_sha256']}`), run from a snapshot"
+        f"{code['uncommitted']}; sources sha256 `{code['sources_sha256']}`), run from a snapshot; "
+        f"mapping {code.get('mapping', 'pure Python')}"
     )
     add(f"- repeats: {plan.repeats} (every number is the median over the repeats); saturation window "
         f"{plan.seconds:g} s, half-load window ≥ {plan.half_seconds:g} s, overload {plan.overload_seconds:g} s"
@@ -800,17 +801,24 @@ def loadavg() -> str:
 SERVICE_PACKAGES = ("adapter", "mapping", "config")
 
 
-def snapshot_code(workdir: Path) -> dict[str, str]:
+BUILD_FILES = ("setup.py", "pyproject.toml", "README.md")
+
+
+def snapshot_code(workdir: Path, mapping: str = "mypyc") -> dict[str, str]:
     """Copy the service's packages to ``workdir/code`` and run everything from there.
 
-    Returns the git commit, whether the packages differ from it, and a hash of the copied sources.
+    With ``mapping="mypyc"`` the copy's mapping is compiled the way the container image builds it
+    (``DYNAMIQ_OTEL_USE_MYPYC=1`` through ``setup.py``). Returns the git commit, whether the packages
+    differ from it, a hash of the copied sources, and how the mapping runs.
     """
     code = workdir / "code"
     digest = hashlib.sha256()
     for package in SERVICE_PACKAGES:
-        shutil.copytree(ROOT / package, code / package, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        shutil.copytree(ROOT / package, code / package, ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.so"))
         for path in sorted((code / package).rglob("*.py")):
             digest.update(path.relative_to(code).as_posix().encode() + b"\0" + path.read_bytes())
+    if mapping == "mypyc":
+        compile_mapping(code)
     processes.CODE_DIR = code
     sys.path.insert(0, str(code))
 
@@ -821,12 +829,33 @@ def snapshot_code(workdir: Path) -> dict[str, str]:
             return ""
         return done.stdout.strip()
 
-    changed = git("status", "--porcelain", "--", *SERVICE_PACKAGES)
+    changed = git("status", "--porcelain", "--", *SERVICE_PACKAGES, *BUILD_FILES)
     return {
         "commit": git("rev-parse", "--short", "HEAD") or "unknown",
         "uncommitted": "yes" if changed else "no",
         "sources_sha256": digest.hexdigest()[:16],
+        "mapping": "compiled with mypyc" if mapping == "mypyc" else "pure Python",
     }
+
+
+def compile_mapping(code: Path) -> None:
+    """Compile ``code/mapping`` in place with mypyc, as ``pip install .`` does with the build switch on."""
+    for name in BUILD_FILES:
+        shutil.copy2(ROOT / name, code / name)
+    log("compiling the mapping with mypyc (about 20 s)")
+    env = {**os.environ, "DYNAMIQ_OTEL_USE_MYPYC": "1"}
+    done = subprocess.run([sys.executable, "setup.py", "--quiet", "build_ext", "--inplace"], cwd=code, env=env,
+                          capture_output=True, text=True, check=False)  # fmt: skip
+    if done.returncode != 0:
+        raise SystemExit(
+            "bench: compiling the mapping with mypyc failed (it needs mypy, a C compiler and the Python "
+            "headers; `pip install mypy`, or run the pure-Python build with --mapping python):\n"
+            + (done.stderr or done.stdout)[-3000:]
+        )
+    probe = "from adapter.protobuf import mapping_build; print(mapping_build())"
+    which = subprocess.run([sys.executable, "-c", probe], cwd=code, capture_output=True, text=True, check=False)
+    if which.stdout.strip() != "mypyc":
+        raise SystemExit(f"bench: the compiled mapping does not load: {which.stdout}{which.stderr[-2000:]}")
 
 
 def save_partial(out: Path, repeats: list[dict[str, Any]]) -> None:
@@ -863,6 +892,12 @@ def parse_args(argv: list[str] | None) -> tuple[Plan, Path, argparse.Namespace]:
     parser.add_argument("--protocols", nargs="+", choices=["grpc", "http"])
     parser.add_argument("--cost-sizes", type=int, nargs="+", help="runs per batch for section 4")
     parser.add_argument("--no-overload", action="store_true", help="skip section 5")
+    parser.add_argument(
+        "--mapping",
+        choices=["mypyc", "python"],
+        default="mypyc",
+        help="run the mapping compiled with mypyc, as the container image does (default), or from its sources",
+    )
     parser.add_argument(
         "--wait-quiet",
         type=float,
@@ -907,10 +942,11 @@ def main(argv: list[str] | None = None) -> int:
     }
     log(f"benchmark on {meta['machine']}; load average {meta['loadavg_before']}")
     workdir = Path(tempfile.mkdtemp(prefix="dynamiq-otel-bench-"))
-    meta["code"] = snapshot_code(workdir)
+    meta["code"] = snapshot_code(workdir, args.mapping)
     log(
         f"service code: commit {meta['code']['commit']}, uncommitted changes: {meta['code']['uncommitted']}, "
-        f"sources {meta['code']['sources_sha256']} (a snapshot runs, whatever changes in the repository meanwhile)"
+        f"sources {meta['code']['sources_sha256']}, mapping {meta['code']['mapping']} (a snapshot runs, "
+        "whatever changes in the repository meanwhile)"
     )
     repeats: list[dict[str, Any]] = []
     sink = processes.start_sink(workdir)

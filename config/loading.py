@@ -93,9 +93,14 @@ def _describe(exc: ValidationError) -> str:
     return "\n".join(lines)
 
 
+BUILD_AND_INTERNAL_VARIABLES = frozenset({"DYNAMIQ_OTEL_SERVE_ARGUMENTS", "DYNAMIQ_OTEL_USE_MYPYC"})
+"""``DYNAMIQ_OTEL_*`` variables that are not settings: the serve arguments handed to workers, and
+the install-time switch that compiles the mapping (``setup.py``)."""
+
+
 def unknown_variables(environ: Mapping[str, str]) -> list[str]:
     """``DYNAMIQ_OTEL_*`` variables that set nothing (most likely a typo)."""
-    known = {f"{ENV_PREFIX}{name.upper()}" for name in Settings.model_fields} | {"DYNAMIQ_OTEL_SERVE_ARGUMENTS"}
+    known = {f"{ENV_PREFIX}{name.upper()}" for name in Settings.model_fields} | BUILD_AND_INTERNAL_VARIABLES
     return sorted(name for name in environ if name.upper().startswith(ENV_PREFIX) and name.upper() not in known)
 
 

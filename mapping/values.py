@@ -91,6 +91,7 @@ def _redact(value: Any, fragments: tuple[str, ...], depth: int, secret: dict[Any
         return TOO_DEEP, True
     if kind is dict:
         changed: dict[str, Any] | None = None
+        new: Any  # REDACTED or a redacted container: declared, or mypyc would hold it to str
         for key, item in value.items():
             is_secret = secret.get(key)
             if is_secret is None:

@@ -250,3 +250,10 @@ def test_check_config_warns_about_unknown_variable(tmp_path: Path) -> None:
         "dynamiq-otel: warning: unknown variable DYNAMIQ_OTEL_ACESS_KEYS is ignored\n",
     )
     assert json.loads(result.stdout)["access_keys"] == [MASK]
+
+
+def test_the_build_switch_is_not_an_unknown_variable(tmp_path: Path) -> None:
+    # DYNAMIQ_OTEL_USE_MYPYC is read by setup.py at install time; a shell that built the service
+    # and then runs it still has it set.
+    result = run_cli(tmp_path, "check-config", DYNAMIQ_OTEL_ACCESS_KEYS="k", DYNAMIQ_OTEL_USE_MYPYC="1")
+    assert (result.returncode, result.stderr) == (0, "")

@@ -459,6 +459,26 @@ def test_dockerfile_is_slim_non_root_and_installs_only_the_project() -> None:
     assert cmd and yaml.safe_load(cmd[-1]) == ["serve"]
 
 
+def test_dockerfile_compiles_the_mapping_in_the_build_stage_only() -> None:
+    instructions = dockerfile_instructions()
+    stages = [index for index, (keyword, _) in enumerate(instructions) if keyword == "FROM"]
+    build, runtime = instructions[stages[0] : stages[-1]], instructions[stages[-1] :]
+    build_env = {
+        name: value
+        for keyword, args in build
+        if keyword == "ENV"
+        for name, _, value in (token.partition("=") for token in shlex.split(args))
+    }
+    assert build_env.get("DYNAMIQ_OTEL_USE_MYPYC") == "1", "the image ships the mapping compiled (setup.py)"
+    runs = " ".join(args for keyword, args in build if keyword == "RUN")
+    assert runs.index("apt-get install") < runs.index("pip install ."), "a C compiler before the install"
+    assert "gcc" in runs
+    assert "DYNAMIQ_OTEL_USE_MYPYC" not in dockerfile_env(), "a build switch, not a runtime variable"
+    assert not [args for keyword, args in runtime if keyword == "RUN" and "gcc" in args], "no compiler at runtime"
+    copied = " ".join(args for keyword, args in build if keyword == "COPY")
+    assert "setup.py" in copied, "setup.py holds the build switch"
+
+
 def test_dockerfile_health_check_asks_healthz_with_python(make_settings: Any) -> None:
     checks = [args for keyword, args in dockerfile_instructions() if keyword == "HEALTHCHECK"]
     assert len(checks) == 1

@@ -360,7 +360,8 @@ def test_every_log_line_is_one_json_object(service_log: list[Any]) -> None:
         assert entry["level"] in ("debug", "info", "warning", "error", "critical")
     starting = [entry for entry in service_log if entry["message"] == "starting"]
     assert len(starting) == 1
-    assert {"listen", "workers", "export", "store"} <= set(starting[0])
+    assert {"listen", "workers", "export", "store", "mapping"} <= set(starting[0])
+    assert starting[0]["mapping"] in ("python", "mypyc")
 
 
 @pytest.mark.e2e
