@@ -35,9 +35,18 @@ orjson writes at most 255 and Python recursion stops near 1000)."""
 TOO_DEEP = "[nested too deep]"
 
 
+KEY_PREFIXES = ("sk-", "Bearer", "Basic", "AKIA", "AIza", "ghp_", "gho_", "ghu_", "ghs_", "ghr_", "xox")
+"""Literal starts of every alternative of ``_KEY_LIKE`` (which is case-sensitive): a text without any of
+them holds no key. Checking them (a fast substring search each) costs ~1 µs for a 600-character
+traceback; running the pattern over it costs ~16 µs, a tenth of a run's whole mapping."""
+
+
 def scrub_text(text: str) -> str:
     """Replace key-like strings (``sk-…``, ``Bearer …``, cloud keys) in free text."""
-    return _KEY_LIKE.sub(REDACTED, text)
+    for prefix in KEY_PREFIXES:
+        if prefix in text:
+            return _KEY_LIKE.sub(REDACTED, text)
+    return text
 
 
 _CAMEL = re.compile(r"([a-z0-9])([A-Z])")
