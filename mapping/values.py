@@ -99,33 +99,47 @@ def _redact(value: Any, fragments: tuple[str, ...], depth: int, secret: dict[Any
     if depth >= MAX_DEPTH and kind in _CONTAINERS:
         return TOO_DEEP, True
     if kind is dict:
-        changed: dict[str, Any] | None = None
-        new: Any  # REDACTED or a redacted container: declared, or mypyc would hold it to str
-        for key, item in value.items():
-            is_secret = secret.get(key)
-            if is_secret is None:
-                is_secret = secret[key] = type(key) is str and is_secret_key(key, fragments)
-            if is_secret and item not in (None, "", [], {}):
-                new, did = REDACTED, True
-            elif type(item) in _CONTAINERS:
-                new, did = _redact(item, fragments, depth + 1, secret)
-            else:
-                continue
-            if did:
-                changed = changed if changed is not None else dict(value)
-                changed[key] = new
-        return (changed, True) if changed is not None else (value, False)
+        return _redact_dict(value, fragments, depth, secret)
     if kind is list or kind is tuple:
-        items: list[Any] | None = None
-        for index, item in enumerate(value):
-            if type(item) not in _CONTAINERS:
-                continue
-            new, did = _redact(item, fragments, depth + 1, secret)
-            if did:
-                items = items if items is not None else list(value)
-                items[index] = new
-        return (items, True) if items is not None else (value, False)
+        return _redact_items(value, fragments, depth, secret)
     return value, False
+
+
+# The two walkers take their container typed, so that the compiled build (mypyc) iterates it
+# natively instead of through generic method calls.
+def _redact_dict(
+    value: dict[Any, Any], fragments: tuple[str, ...], depth: int, secret: dict[Any, bool]
+) -> tuple[Any, bool]:
+    changed: dict[Any, Any] | None = None
+    new: Any  # REDACTED or a redacted container: declared, or mypyc would hold it to str
+    for key, item in value.items():
+        is_secret = secret.get(key)
+        if is_secret is None:
+            is_secret = secret[key] = type(key) is str and is_secret_key(key, fragments)
+        if is_secret and item not in (None, "", [], {}):
+            new, did = REDACTED, True
+        elif type(item) in _CONTAINERS:
+            new, did = _redact(item, fragments, depth + 1, secret)
+        else:
+            continue
+        if did:
+            changed = changed if changed is not None else dict(value)
+            changed[key] = new
+    return (changed, True) if changed is not None else (value, False)
+
+
+def _redact_items(
+    value: list[Any] | tuple[Any, ...], fragments: tuple[str, ...], depth: int, secret: dict[Any, bool]
+) -> tuple[Any, bool]:
+    items: list[Any] | None = None
+    for index, item in enumerate(value):
+        if type(item) not in _CONTAINERS:
+            continue
+        new, did = _redact(item, fragments, depth + 1, secret)
+        if did:
+            items = items if items is not None else list(value)
+            items[index] = new
+    return (items, True) if items is not None else (value, False)
 
 
 _CONTAINERS = frozenset({dict, list, tuple})
