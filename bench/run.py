@@ -600,7 +600,8 @@ def render(summary: dict[str, Any], meta: dict[str, Any], plan: Plan) -> str:
     add(f"- machine: {meta['machine']}")
     code = meta["code"]
     add(
-        f"- service code: commit `{code['commit']}` (uncommitted changes in adapter/ mapping/ config/: "
+        f"- service code: commit `{code['commit']}` (uncommitted changes in adapter/ mapping/ config/ and the "
+        "build files: "
         f"{code['uncommitted']}; sources sha256 `{code['sources_sha256']}`), run from a snapshot; "
         f"mapping {code.get('mapping', 'pure Python')}"
     )
@@ -829,7 +830,7 @@ def snapshot_code(workdir: Path, mapping: str = "mypyc") -> dict[str, str]:
             return ""
         return done.stdout.strip()
 
-    changed = git("status", "--porcelain", "--", *SERVICE_PACKAGES, *BUILD_FILES)
+    changed = git("status", "--porcelain", "--", *SERVICE_PACKAGES, "setup.py", "pyproject.toml")
     return {
         "commit": git("rev-parse", "--short", "HEAD") or "unknown",
         "uncommitted": "yes" if changed else "no",
