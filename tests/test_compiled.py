@@ -2,8 +2,9 @@
 
 mypyc turns the mapping's type annotations into runtime checks and its classes into native ones, so
 the compiled build is a different program from the sources the rest of the suite runs. This test
-compiles a copy of the project through ``setup.py`` (the same path ``pip install .`` takes) and runs
-every fast test against that copy.
+builds a wheel of a copy of the project the way the image does (``pip wheel`` with build isolation:
+a fresh build environment from the package index, as ``pip install .`` makes one), puts the compiled
+modules of that wheel next to the copy's sources, and runs every fast test against them.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import os
 import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -35,8 +37,22 @@ def test_the_compiled_mapping_passes_every_fast_test(tmp_path: Path) -> None:
     copy = tmp_path / "project"
     shutil.copytree(ROOT, copy, ignore=SKIP)
 
-    build = _run([sys.executable, "setup.py", "--quiet", "build_ext", "--inplace"], copy, DYNAMIQ_OTEL_USE_MYPYC="1")
+    # From a fresh virtual environment, like the image's build stage: with the service's dependencies
+    # installed, mypyc would find them there even when the build requirements lack them.
+    builder = tmp_path / "builder"
+    made = _run([sys.executable, "-m", "venv", str(builder)], tmp_path)
+    assert made.returncode == 0, made.stderr
+    wheels = tmp_path / "wheels"
+    pip = [str(builder / "bin" / "python"), "-m", "pip"]
+    command = [*pip, "wheel", "--no-deps", "--quiet", "--wheel-dir", str(wheels), "."]
+    build = _run(command, copy, DYNAMIQ_OTEL_USE_MYPYC="1", PIP_DISABLE_PIP_VERSION_CHECK="1")
     assert build.returncode == 0, build.stdout[-3000:] + build.stderr[-3000:]
+    [wheel] = wheels.glob("dynamiq_otel-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        native = [name for name in archive.namelist() if name.endswith(".so")]
+        for name in native:
+            archive.extract(name, copy)
+    assert any(name.startswith("dynamiq_otel_mapping__mypyc.") for name in native), native
     modules = sorted(path.stem for path in (ROOT / "mapping").glob("*.py"))
     compiled = sorted(path.name.split(".")[0] for path in (copy / "mapping").glob("*.so"))
     assert compiled == modules, "every module of the mapping is compiled"
