@@ -10,7 +10,7 @@
 
 # --- build stage: install the project (and only its runtime dependencies) into a venv -------------
 FROM python:3.11-slim AS build
-# DYNAMIQ_OTEL_USE_MYPYC=1: setup.py compiles the mapping with mypyc (about a fifth less CPU per run,
+# DYNAMIQ_OTEL_USE_MYPYC=1: setup.py compiles the mapping with mypyc (about 10 % less CPU per run,
 # docs/performance.md), which needs a C compiler here; the runtime stage gets only the result.
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
