@@ -603,7 +603,7 @@ def render(summary: dict[str, Any], meta: dict[str, Any], plan: Plan) -> str:
         f"- service code: commit `{code['commit']}` (uncommitted changes in adapter/ mapping/ config/ and the "
         "build files: "
         f"{code['uncommitted']}; sources sha256 `{code['sources_sha256']}`), run from a snapshot; "
-        f"mapping {code.get('mapping', 'pure Python')}"
+        f"mapping {code['mapping']}"
     )
     add(f"- repeats: {plan.repeats} (every number is the median over the repeats); saturation window "
         f"{plan.seconds:g} s, half-load window ≥ {plan.half_seconds:g} s, overload {plan.overload_seconds:g} s"
@@ -802,7 +802,8 @@ def loadavg() -> str:
 SERVICE_PACKAGES = ("adapter", "mapping", "config")
 
 
-BUILD_FILES = ("setup.py", "pyproject.toml", "README.md")
+BUILD_FILES = ("setup.py", "pyproject.toml")
+"""Files that decide how the service is built (the mapping compiled or not), beside its packages."""
 
 
 def snapshot_code(workdir: Path, mapping: str = "mypyc") -> dict[str, str]:
@@ -830,7 +831,7 @@ def snapshot_code(workdir: Path, mapping: str = "mypyc") -> dict[str, str]:
             return ""
         return done.stdout.strip()
 
-    changed = git("status", "--porcelain", "--", *SERVICE_PACKAGES, "setup.py", "pyproject.toml")
+    changed = git("status", "--porcelain", "--", *SERVICE_PACKAGES, *BUILD_FILES)
     return {
         "commit": git("rev-parse", "--short", "HEAD") or "unknown",
         "uncommitted": "yes" if changed else "no",
@@ -841,7 +842,7 @@ def snapshot_code(workdir: Path, mapping: str = "mypyc") -> dict[str, str]:
 
 def compile_mapping(code: Path) -> None:
     """Compile ``code/mapping`` in place with mypyc, as ``pip install .`` does with the build switch on."""
-    for name in BUILD_FILES:
+    for name in (*BUILD_FILES, "README.md"):  # the project's readme is part of its metadata
         shutil.copy2(ROOT / name, code / name)
     log("compiling the mapping with mypyc (about 20 s)")
     env = {**os.environ, "DYNAMIQ_OTEL_USE_MYPYC": "1"}

@@ -169,8 +169,13 @@ def dockerfile_env() -> dict[str, str]:
     """The ENV values of the last (runtime) stage."""
     instructions = dockerfile_instructions()
     last_from = max(index for index, (keyword, _) in enumerate(instructions) if keyword == "FROM")
+    return env_values(instructions[last_from:])
+
+
+def env_values(instructions: list[tuple[str, str]]) -> dict[str, str]:
+    """The values the ENV instructions among ``instructions`` set."""
     values: dict[str, str] = {}
-    for keyword, arguments in instructions[last_from:]:
+    for keyword, arguments in instructions:
         if keyword == "ENV":
             for token in shlex.split(arguments):
                 name, _, value = token.partition("=")
@@ -463,13 +468,7 @@ def test_dockerfile_compiles_the_mapping_in_the_build_stage_only() -> None:
     instructions = dockerfile_instructions()
     stages = [index for index, (keyword, _) in enumerate(instructions) if keyword == "FROM"]
     build, runtime = instructions[stages[0] : stages[-1]], instructions[stages[-1] :]
-    build_env = {
-        name: value
-        for keyword, args in build
-        if keyword == "ENV"
-        for name, _, value in (token.partition("=") for token in shlex.split(args))
-    }
-    assert build_env.get("DYNAMIQ_OTEL_USE_MYPYC") == "1", "the image ships the mapping compiled (setup.py)"
+    assert env_values(build).get("DYNAMIQ_OTEL_USE_MYPYC") == "1", "the image ships the mapping compiled (setup.py)"
     runs = " ".join(args for keyword, args in build if keyword == "RUN")
     assert runs.index("apt-get install") < runs.index("pip install ."), "a C compiler before the install"
     assert "gcc" in runs
