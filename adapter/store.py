@@ -53,11 +53,12 @@ CREATE TABLE IF NOT EXISTS bodies (
     body  BLOB    NOT NULL
 );
 CREATE TABLE IF NOT EXISTS totals (
-    one     INTEGER PRIMARY KEY CHECK (one = 1),
-    batches INTEGER NOT NULL,
-    bytes   INTEGER NOT NULL
+    one         INTEGER PRIMARY KEY CHECK (one = 1),
+    batches     INTEGER NOT NULL,
+    bytes       INTEGER NOT NULL,
+    last_ack_ns INTEGER NOT NULL DEFAULT 0
 );
-INSERT OR IGNORE INTO totals VALUES (1, 0, 0);
+INSERT OR IGNORE INTO totals (one, batches, bytes) VALUES (1, 0, 0);
 CREATE TABLE IF NOT EXISTS delivered (
     run_key      BLOB    PRIMARY KEY,
     delivered_ns INTEGER NOT NULL
@@ -99,6 +100,8 @@ class StoreStats:
     bytes: int
     oldest_received_ns: int | None
     dead: int
+    last_ack_ns: int = 0
+    """When an export process or thread last settled batches as delivered (0: never)."""
 
 
 class Store:
@@ -137,6 +140,8 @@ class Store:
             if "body" in columns:  # bodies were kept in the batches rows
                 db.execute("INSERT INTO bodies (id, body) SELECT id, body FROM batches")
                 db.execute("ALTER TABLE batches DROP COLUMN body")
+            if "last_ack_ns" not in {row[1] for row in db.execute("PRAGMA table_info(totals)")}:
+                db.execute("ALTER TABLE totals ADD COLUMN last_ack_ns INTEGER NOT NULL DEFAULT 0")
 
     def close(self) -> None:
         """Close every connection this store opened."""
@@ -275,6 +280,13 @@ class Store:
         due = """SELECT id, size FROM batches
                   WHERE (state = 'ready' AND next_try_ns <= ?) OR (state = 'inflight' AND lease_ns <= ?)
                   ORDER BY id LIMIT ?"""
+        # Look before taking the write lock: an idle export loop polls often, and each write lock it
+        # took for nothing could make a request's commit wait.
+        try:
+            if not self._conn().execute(due, (now, now, 1)).fetchone():
+                return []
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(str(exc)) from exc
         with self._write(durable=False) as db:
             candidates = db.execute(due, (now, now, limit)).fetchall()
             chosen: list[int] = []
@@ -317,7 +329,9 @@ class Store:
             ).fetchone()
             db.execute(f"DELETE FROM batches WHERE id IN ({marks})", ids)  # noqa: S608
             db.execute(f"DELETE FROM bodies WHERE id IN ({marks})", ids)  # noqa: S608
-            db.execute("UPDATE totals SET batches = batches - ?, bytes = bytes - ?", (count, int(size)))
+            db.execute(
+                "UPDATE totals SET batches = batches - ?, bytes = bytes - ?, last_ack_ns = ?", (count, int(size), now)
+            )
 
     def retry(self, ids: Sequence[int], delay_s: float, error: str) -> None:
         """Put batches back for another attempt after ``delay_s``."""
@@ -409,10 +423,10 @@ class Store:
     def stats(self) -> StoreStats:
         """Current depth, from the running totals (no table scan)."""
         conn = self._conn()
-        batches, size = conn.execute("SELECT batches, bytes FROM totals").fetchone()
+        batches, size, last_ack = conn.execute("SELECT batches, bytes, last_ack_ns FROM totals").fetchone()
         oldest = conn.execute("SELECT min(received_ns) FROM batches WHERE state != 'dead'").fetchone()[0]
         dead = conn.execute("SELECT count(*) FROM batches WHERE state = 'dead'").fetchone()[0]
-        return StoreStats(batches, size, oldest, dead)
+        return StoreStats(batches, size, oldest, dead, last_ack)
 
     def dead_letters(self) -> list[tuple[int, int, int, str]]:
         """``(id, received_ns, runs, last_error)`` of every dead-lettered batch, oldest first."""

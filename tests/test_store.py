@@ -9,6 +9,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -222,6 +223,37 @@ def test_ack_deletes_and_keeps_totals(store: Store) -> None:
     assert assert_consistent(store) == (1, 10, 0)
 
 
+def test_ack_records_when_it_happened_for_every_process(store: Store, path: Path) -> None:
+    """Readiness (``ready_export_max_age``) reads it: an ack by an export process counts in every worker."""
+    ids = fill(store, 2)
+    assert store.stats().last_ack_ns == 0
+    store.claim(10, HOUR)
+    store.retry([ids[0]], 0, "502")
+    store.bury([ids[1]], "400")
+    assert store.stats().last_ack_ns == 0, "only an ack is an export that succeeded"
+    other = make_store(path)  # another process's store object on the same file
+    try:
+        before = time.time_ns()
+        other.claim(10, HOUR)
+        other.ack([ids[0]])
+        assert before <= store.stats().last_ack_ns <= time.time_ns()
+    finally:
+        other.close()
+
+
+def test_an_empty_claim_does_not_take_the_write_lock(store: Store, path: Path) -> None:
+    """Idle export loops poll with ``claim``; a poll that finds nothing must not make a request's commit wait."""
+    fill(store, 1)
+    store.claim(10, HOUR)  # leased: nothing is due now
+    holder = sqlite3.connect(path, isolation_level=None)
+    try:
+        holder.execute("BEGIN IMMEDIATE")  # a writer in another process holds the lock
+        assert store.claim(10, HOUR) == []  # taking the lock would fail: StoreUnavailable after the busy timeout
+        holder.execute("ROLLBACK")
+    finally:
+        holder.close()
+
+
 def test_bury_moves_to_dead_letters(store: Store) -> None:
     ids = fill(store, 2)
     claimed = store.claim(10, HOUR)
@@ -332,7 +364,9 @@ def test_store_written_by_an_older_version_is_upgraded_in_place(path: Path) -> N
         assert assert_consistent(store) == (2, 9, 1)
         assert rows(path) == [(1, "ready", 0, 0, b"one!"), (2, "dead", 0, 0, b"tw!"), (3, "ready", 0, 0, b"three")]
         assert [(batch.id, batch.body) for batch in store.claim(10, HOUR)] == [(1, b"one!"), (3, b"three")]
+        assert store.stats().last_ack_ns == 0
         store.ack([1, 3])
+        assert store.stats().last_ack_ns > 0, "the totals row gained the time of the last ack"
         assert store.replay() == 1
         assert [(batch.id, batch.body) for batch in store.claim(10, HOUR)] == [(2, b"tw!")]
     finally:
