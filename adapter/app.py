@@ -23,11 +23,11 @@ from prometheus_client import CollectorRegistry
 
 from adapter.auth import AccessKeys
 from adapter.body import read_body
-from adapter.delivery import Delivery, DeliveryConfig, ExportTarget
+from adapter.delivery import Delivery
 from adapter.errors import EXCEPTION_HANDLERS, ApiError, error_response
+from adapter.exporter import build_delivery, build_store
 from adapter.metrics import Metrics, exposition
 from adapter.openapi import ERROR_RESPONSES, Accepted, TracesOperation
-from adapter.otlp import TransportConfig, make_transport
 from adapter.ratelimit import RateLimits
 from adapter.selftrace import tracer_for
 from adapter.store import Store, StoreFull, StoreUnavailable
@@ -35,8 +35,7 @@ from adapter.validation import InvalidBatch, TooManyRuns, parse_batch
 from adapter.version import package_version
 from adapter.writer import BatchWriter
 from config import Settings
-from config.tenants import DEFAULT_TENANT, TenantSettings
-from mapping import MappingOptions, build_resource
+from config.tenants import DEFAULT_TENANT
 
 log = logging.getLogger("dynamiq_otel")
 
@@ -57,7 +56,8 @@ class Runtime:
     keys: AccessKeys
     store: Store
     writer: BatchWriter
-    delivery: Delivery
+    delivery: Delivery | None
+    """The export loop of this process; None when export processes do the exporting."""
     metrics: Metrics
     limits: RateLimits
     tracer: Tracer
@@ -67,85 +67,16 @@ class Runtime:
     started_ns: int = field(default_factory=time.time_ns)
 
 
-def mapping_options(settings: Settings) -> MappingOptions:
-    """The translator's options from the settings."""
-    return MappingOptions(
-        dynamiq_attributes=settings.attributes_dynamiq,
-        genai_attributes=settings.attributes_genai,
-        openinference_attributes=settings.attributes_openinference,
-        capture_content=settings.capture_content,
-        max_attribute_length=settings.max_attribute_length,
-        redact_keys=tuple(fragment.lower() for fragment in settings.redact_keys),
-        status_ok_on_success=settings.status_ok_on_success,
-        semconv_span_names=settings.span_names == "semconv",
-    )
-
-
-def transport_config(settings: Settings, tenant: TenantSettings | None = None) -> TransportConfig:
-    """The OTLP transport of the default tenant, or of ``tenant`` (its endpoint, protocol, headers win)."""
-    headers = dict(settings.otlp_headers)
-    if tenant is not None:
-        headers.update(tenant.otlp_headers)
-    return TransportConfig(
-        protocol=(tenant.otlp_protocol if tenant and tenant.otlp_protocol else settings.otlp_protocol),
-        endpoint=(tenant.otlp_traces_endpoint if tenant and tenant.otlp_traces_endpoint else settings.traces_endpoint),
-        headers=tuple(headers.items()),
-        timeout_s=settings.otlp_timeout / 1000,
-        gzip=settings.otlp_compression == "gzip",
-        insecure=settings.otlp_insecure,
-        certificate=str(settings.otlp_certificate) if settings.otlp_certificate else None,
-        client_key=str(settings.otlp_client_key) if settings.otlp_client_key else None,
-        client_certificate=str(settings.otlp_client_certificate) if settings.otlp_client_certificate else None,
-    )
-
-
-def export_targets(settings: Settings) -> dict[str, ExportTarget]:
-    """One export target per tenant: its transport and its resource."""
-    tenants: list[TenantSettings | None] = [None, *settings.tenants]
-    targets = {}
-    for tenant in tenants:
-        attributes = dict(settings.resource_attributes)
-        service_name = settings.service_name
-        if tenant is not None:
-            attributes.update(tenant.resource_attributes)
-            service_name = tenant.resource_attributes.get("service.name", service_name)
-        project = attributes.pop("openinference.project.name", None) or settings.project_name or service_name
-        resource = build_resource(service_name, project, attributes)
-        name = tenant.name if tenant else DEFAULT_TENANT
-        targets[name] = ExportTarget(make_transport(transport_config(settings, tenant)), resource)
-    return targets
-
-
 def build_runtime(settings: Settings, registry: CollectorRegistry | None = None) -> Runtime:
-    """Create (but do not open or start) the store, the export worker and the rest."""
-    store = Store(
-        settings.store_path,
-        max_bytes=settings.store_max_bytes,
-        max_batches=settings.store_max_batches,
-        sync=settings.store_sync,
-    )
+    """Create (but do not open or start) the store, the export loop (unless export processes do it) and the rest."""
+    store = build_store(settings)
     metrics = Metrics(store, registry)
-    delivery = Delivery(
-        store,
-        export_targets(settings),
-        mapping_options(settings),
-        DeliveryConfig(
-            max_batches_per_request=settings.export_max_batches_per_request,
-            max_request_bytes=settings.export_max_request_bytes,
-            max_claim_bytes=settings.export_max_claim_bytes,
-            initial_backoff_s=settings.retry_initial_backoff,
-            max_backoff_s=settings.retry_max_backoff,
-            lease_s=2 * settings.otlp_timeout / 1000 + 30,
-            scope_version=package_version(),
-            dedupe_window_s=settings.dedupe_window,
-            dedupe_max_runs=settings.dedupe_max_runs,
-        ),
-        metrics,
-    )
+    delivery = build_delivery(settings, store, metrics) if not settings.export_processes else None
     limits = {DEFAULT_TENANT: (settings.rate_limit_runs_per_second, settings.rate_limit_burst)}
     limits.update({t.name: (t.rate_limit_runs_per_second, t.rate_limit_burst) for t in settings.tenants})
     tracer, provider = tracer_for(settings)
-    delivery.tracer = tracer
+    if delivery is not None:
+        delivery.tracer = tracer
     keys = AccessKeys.from_settings(settings)
     writer = BatchWriter(store)
     return Runtime(settings, keys, store, writer, delivery, metrics, RateLimits(limits), tracer, provider)
@@ -273,7 +204,8 @@ async def _store(runtime: Runtime, body: bytes, runs: int, tenant: str) -> None:
         raise ApiError(
             503, {"store": "cannot write safely; retry later"}, retry_after=RETRY_AFTER_UNAVAILABLE_S
         ) from None
-    runtime.delivery.notify()
+    if runtime.delivery is not None:
+        runtime.delivery.notify()
 
 
 @get("/healthz", media_type=MediaType.JSON, summary="Liveness: 200 once batches can be accepted")
@@ -314,7 +246,7 @@ def _readiness_problems(runtime: Runtime) -> dict[str, str]:
         return {"store": f"disk nearly full ({free} bytes free, batches may need {runtime.settings.max_body_bytes})"}
     max_age = runtime.settings.ready_export_max_age
     if max_age > 0 and stats.batches > 0:
-        last = runtime.delivery.counters.last_success_ns or runtime.started_ns
+        last = max(stats.last_ack_ns, runtime.started_ns)  # any export thread or process of this store
         if time.time_ns() - last > max_age * 1e9:
             return {"exporter": f"no export succeeded in the last {max_age:g}s"}
     return {}
@@ -335,7 +267,8 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
         runtime = build_runtime(settings, registry)
         await to_thread.run_sync(runtime.store.open)
         runtime.writer.start()
-        runtime.delivery.start()
+        if runtime.delivery is not None:
+            runtime.delivery.start()
         app.state.runtime = runtime
         # Everything built so far lives as long as the process: move it out of the collector's sight,
         # so a full collection (triggered by the many short-lived objects of parsing and mapping) does
@@ -346,7 +279,8 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
         finally:
             runtime.stopping = True
             await to_thread.run_sync(runtime.writer.stop)
-            await to_thread.run_sync(runtime.delivery.stop, settings.shutdown_grace)
+            if runtime.delivery is not None:
+                await to_thread.run_sync(runtime.delivery.stop, settings.shutdown_grace)
             runtime.store.close()
             if runtime.tracer_provider is not None:
                 await to_thread.run_sync(runtime.tracer_provider.shutdown)

@@ -92,6 +92,18 @@ def _dead_letter(settings: Settings, action: str, ids: list[int] | None, every: 
         store.close()
 
 
+def serve_arguments(config_file: Path | None, overrides: dict[str, Any]) -> str:
+    """The config file and command-line overrides, as handed to worker and export processes."""
+    return json.dumps({"config": str(config_file or ""), "overrides": overrides})
+
+
+def settings_from(arguments: str) -> Settings:
+    """The settings a worker or export process loads from ``serve_arguments``' text."""
+    parsed = json.loads(arguments or "{}")
+    config = parsed.get("config") or None
+    return load_settings(Path(config) if config else None, **parsed.get("overrides", {}))
+
+
 def _serve(settings: Settings, config_file: Path | None, overrides: dict[str, Any]) -> int:
     import uvicorn
 
@@ -104,6 +116,7 @@ def _serve(settings: Settings, config_file: Path | None, overrides: dict[str, An
         extra={
             "listen": f"{settings.host}:{settings.port}",
             "workers": settings.workers,
+            "export_processes": settings.export_processes,
             "export": f"{settings.otlp_protocol} {settings.traces_endpoint}",
             "store": str(settings.store_path),
             "mapping": mapping_build(),
@@ -114,11 +127,30 @@ def _serve(settings: Settings, config_file: Path | None, overrides: dict[str, An
     HeaderDeadlineProtocol.deadline_s = settings.request_read_timeout
     common: dict[str, Any] = {"host": settings.host, "port": settings.port, "log_config": None, "http": PROTOCOL,
                               "timeout_graceful_shutdown": int(settings.shutdown_grace) + 5}  # fmt: skip
-    if settings.workers > 1:
-        _prepare_multiprocess_metrics(settings)
-        os.environ[SERVE_ARGS_VARIABLE] = json.dumps({"config": str(config_file or ""), "overrides": overrides})
-        uvicorn.run("adapter.asgi:app_from_environment", factory=True, workers=settings.workers, **common)
-        return 0
+    arguments = serve_arguments(config_file, overrides)
+    if settings.workers > 1 or settings.export_processes:
+        _prepare_multiprocess_metrics(settings)  # before the metrics module is imported in this process
+    exporters = None
+    if settings.export_processes:
+        from adapter.exporter import ExportProcesses
+
+        exporters = ExportProcesses(settings.export_processes, arguments)
+        exporters.start()
+    try:
+        if settings.workers > 1:
+            os.environ[SERVE_ARGS_VARIABLE] = arguments
+            uvicorn.run("adapter.asgi:app_from_environment", factory=True, workers=settings.workers, **common)
+        else:
+            _serve_here(settings, common)
+    finally:
+        if exporters is not None:  # after the workers: every request that got a 200 is in the store
+            exporters.stop(settings.shutdown_grace)
+    return 0
+
+
+def _serve_here(settings: Settings, common: dict[str, Any]) -> None:
+    import uvicorn
+
     from adapter.app import begin_shutdown, create_app
 
     app = create_app(settings)
@@ -132,7 +164,6 @@ def _serve(settings: Settings, config_file: Path | None, overrides: dict[str, An
             self._captured_signals = [s for s in self._captured_signals if s != signal.SIGTERM]
 
     _Server(uvicorn.Config(app, **common)).run()
-    return 0
 
 
 def _prepare_multiprocess_metrics(settings: Settings) -> None:

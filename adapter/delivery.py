@@ -40,6 +40,7 @@ class DeliveryConfig:
     max_backoff_s: float = 60.0
     lease_s: float = 60.0
     idle_poll_s: float = 1.0
+    """How long an idle loop waits for work it is not told about (a ``notify`` wakes it earlier)."""
     scope_version: str = "0"
     dedupe_window_s: float = 86_400.0
     dedupe_max_runs: int = 1_000_000
@@ -120,7 +121,7 @@ class _Prepared:
 
 
 class Delivery:
-    """Drains the store in a background thread."""
+    """Drains the store: in a background thread of a worker, or as the loop of an export process."""
 
     def __init__(
         self,
@@ -149,8 +150,8 @@ class Delivery:
 
     # --- lifecycle ----------------------------------------------------------------------------
     def start(self) -> None:
-        """Start the worker thread."""
-        self._thread = threading.Thread(target=self._loop, name="dynamiq-otel-delivery", daemon=True)
+        """Run the loop in a background thread of this process (``export_processes: 0``)."""
+        self._thread = threading.Thread(target=self.run, name="dynamiq-otel-delivery", daemon=True)
         self._thread.start()
 
     def notify(self) -> None:
@@ -159,8 +160,7 @@ class Delivery:
 
     def stop(self, grace_s: float) -> bool:
         """Stop taking work; wait up to ``grace_s`` for the export under way. True if it finished."""
-        self._stop.set()
-        self._wake.set()
+        self.halt()
         finished = True
         if self._thread is not None:
             self._thread.join(grace_s)
@@ -176,7 +176,13 @@ class Delivery:
         for target in self.targets.values():
             target.transport.close()
 
-    def _loop(self) -> None:
+    def halt(self) -> None:
+        """Let ``run`` return after the step under way (safe from a signal handler)."""
+        self._stop.set()
+        self._wake.set()
+
+    def run(self) -> None:
+        """Export until ``halt``: claim, map, send, settle; wait ``idle_poll_s`` (or a ``notify``) when idle."""
         while not self._stop.is_set():
             try:
                 worked = self.run_once()

@@ -92,8 +92,25 @@ class Settings(BaseSettings):
         1,
         ge=1,
         le=64,
-        description="Worker processes serving requests, each with its own export worker, all sharing the "
-        "store; set it to the number of cores.",
+        description="Worker processes serving requests, all sharing the store; with export_processes 0 "
+        "each also exports in a background thread. Set workers + export_processes to about the number of "
+        "cores (docs/performance.md#sizing).",
+    )
+    export_processes: int = Field(
+        0,
+        ge=0,
+        le=64,
+        description="Processes that only export (map and send batches from the store), started and "
+        "restarted by serve. 0: each worker exports in a thread, sharing Python's interpreter lock with "
+        "requests. 1 or more: workers only validate and store, so requests answer faster.",
+    )
+    export_nice: int = Field(
+        0,
+        ge=0,
+        le=19,
+        description="Niceness export processes add to their own (0-19), so that on busy cores the kernel "
+        "runs a waiting request first. 0 keeps serve's priority: a niced process holding the store's write "
+        "lock can make requests wait (docs/performance.md).",
     )
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         "info", description="Lowest level of log lines written to standard error."

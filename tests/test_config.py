@@ -444,6 +444,9 @@ def test_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
             "service_name",
             "effective_project_name",
             "traces_endpoint",
+            "workers",
+            "export_processes",
+            "export_nice",
         )
     } == {
         "host": "127.0.0.1",
@@ -462,6 +465,9 @@ def test_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
         "service_name": "dynamiq",
         "effective_project_name": "dynamiq",
         "traces_endpoint": "http://localhost:4318/v1/traces",
+        "workers": 1,
+        "export_processes": 0,
+        "export_nice": 0,
     }
 
 
@@ -581,6 +587,20 @@ def test_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
             "Input should be 'debug', 'info', 'warning' or 'error'\n"
             f"invalid setting 'otlp_compression' (environment: {COMPRESSION_VARS}): Input should be 'none' or 'gzip'",
             id="three-problems-three-lines",
+        ),
+        pytest.param(
+            {"DYNAMIQ_OTEL_EXPORT_PROCESSES": "65"},
+            "",
+            "invalid setting 'export_processes' (environment: DYNAMIQ_OTEL_EXPORT_PROCESSES): "
+            "Input should be less than or equal to 64",
+            id="export-processes-above-64",
+        ),
+        pytest.param(
+            {},
+            "export_nice: 20\n",
+            "invalid setting 'export_nice' (environment: DYNAMIQ_OTEL_EXPORT_NICE): "
+            "Input should be less than or equal to 19",
+            id="export-nice-above-19",
         ),
         pytest.param(
             {},

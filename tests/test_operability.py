@@ -16,7 +16,7 @@ from litestar.testing import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from adapter.app import begin_shutdown, create_app
-from adapter.store import StoreUnavailable
+from adapter.store import Store, StoreUnavailable
 from config import Settings
 from tests.batches import body, node_run, workflow_run
 from tests.conftest import ACCESS_KEY
@@ -114,6 +114,25 @@ def test_readyz_503_when_exports_fail_while_batches_wait(
         receiver.start()  # the backend is back: the batch is exported, the service is ready again
         wait_for(lambda: client.get("/readyz").status_code == 200, what="/readyz to recover")
         assert receiver.span_count() == 1
+
+
+def test_readyz_counts_exports_of_other_processes(offline: Callable[..., Settings]) -> None:
+    """With export_processes, a worker exports nothing itself: an ack in the shared store is what counts."""
+    settings = offline(export_processes=1, ready_export_max_age=0.3)
+    with TestClient(app=create_app(settings)) as client:
+        runtime = client.app.state.runtime
+        assert runtime.delivery is None, "the worker runs no export loop of its own"
+        assert client.post("/v1/traces", content=body(workflow_run()), headers=HEADERS).status_code == 200
+        assert client.post("/v1/traces", content=body(workflow_run(id="w2")), headers=HEADERS).status_code == 200
+        wait_for(lambda: client.get("/readyz").status_code == 503, what="/readyz to fail")
+        assert client.get("/readyz").json() == unavailable({"exporter": "no export succeeded in the last 0.3s"})
+        assert runtime.store.stats().batches == 2, "nothing was exported by the worker"
+        exporter = Store(settings.store_path, max_bytes=settings.store_max_bytes, max_batches=10)
+        try:  # an export process delivers one batch
+            exporter.ack([exporter.claim(1, 60)[0].id])
+        finally:
+            exporter.close()
+        assert client.get("/readyz").status_code == 200
 
 
 def test_readyz_503_while_stopping(offline: Callable[..., Settings]) -> None:
@@ -360,7 +379,7 @@ def test_every_log_line_is_one_json_object(service_log: list[Any]) -> None:
         assert entry["level"] in ("debug", "info", "warning", "error", "critical")
     starting = [entry for entry in service_log if entry["message"] == "starting"]
     assert len(starting) == 1
-    assert {"listen", "workers", "export", "store", "mapping"} <= set(starting[0])
+    assert {"listen", "workers", "export_processes", "export", "store", "mapping"} <= set(starting[0])
     assert starting[0]["mapping"] in ("python", "mypyc")
 
 
