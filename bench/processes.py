@@ -208,8 +208,9 @@ def _start_service(
                "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)]  # fmt: skip
     started = Started("service", _popen(command, log), port, log, {"data_dir": data_dir, "config": config})
     _wait(started, lambda: _get_ok(f"http://127.0.0.1:{port}/healthz"), 60)
-    if workers > 1:
-        _wait_workers(started, workers)
+    children = (workers if workers > 1 else 0) + int(config.get("export_processes", 0))
+    if children:
+        _wait_workers(started, children)
     return started
 
 
@@ -231,12 +232,13 @@ def _start_echo(workdir: Path, workers: int) -> Started:
 
 
 def _wait_workers(started: Started, workers: int, timeout: float = 60.0) -> None:
-    """Wait until ``workers`` worker processes run and each had time to start its app."""
+    """Wait until ``workers`` child processes (uvicorn's workers, export processes) run and each had
+    time to start."""
     from bench.procstat import descendants
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        # uvicorn's supervisor has the workers (and multiprocessing's resource tracker) below it
+        # the serve process has them (and multiprocessing's resource tracker) below it
         if len(descendants(started.pid)) - 1 >= workers:
             break
         time.sleep(0.1)

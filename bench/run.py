@@ -84,6 +84,7 @@ class Plan:
     cost_protocol: str = "grpc"
     overload: bool = True
     quick: bool = False
+    export_processes: int | None = None  # export processes per service; None: as many as its workers
     wait_quiet_pct: float | None = None  # before each measurement, wait until others use less of the machine
 
 
@@ -289,6 +290,12 @@ SATURATION_SETTINGS = {"store_max_batches": 10_000_000, "store_max_bytes": 64 * 
 """Saturation runs must measure the pipeline, not the store's limits: the limits are raised."""
 
 
+def service_settings(plan: Plan, workers: int, settings: dict[str, Any]) -> dict[str, Any]:
+    """``settings`` plus the export processes the plan gives a service of ``workers`` workers."""
+    export = workers if plan.export_processes is None else plan.export_processes
+    return {**settings, "export_processes": export}
+
+
 def measure_service(
     plan: Plan, workdir: Path, sink: Started, workers: int, batch: int, protocol: str, workload: Workload
 ) -> dict[str, Any]:
@@ -297,7 +304,13 @@ def measure_service(
     wait_quiet(plan)
     processes.sink_reset(sink)
     service = Target(
-        processes.start_service(workdir, workers=workers, protocol=protocol, sink=sink, settings=SATURATION_SETTINGS),
+        processes.start_service(
+            workdir,
+            workers=workers,
+            protocol=protocol,
+            sink=sink,
+            settings=service_settings(plan, workers, SATURATION_SETTINGS),
+        ),
         sink,
     )
     out: dict[str, Any] = {"protocol": protocol}
@@ -349,7 +362,7 @@ def measure_cost_case(plan: Plan, workdir: Path, sink: Started, batch: int) -> d
     processes.sink_reset(sink)
     service = Target(
         processes.start_service(workdir, workers=plan.cost_workers, protocol=plan.cost_protocol, sink=sink,
-                                settings=SATURATION_SETTINGS),
+                                settings=service_settings(plan, plan.cost_workers, SATURATION_SETTINGS)),
         sink,
     )  # fmt: skip
     try:
@@ -379,7 +392,7 @@ def measure_overload(plan: Plan, workdir: Path, sink: Started, saturation_runs_s
     processes.sink_reset(sink)
     service = Target(
         processes.start_service(workdir, workers=workers, protocol="grpc", sink=sink,
-                                settings={"store_max_batches": max_batches}),
+                                settings=service_settings(plan, workers, {"store_max_batches": max_batches})),
         sink,
     )  # fmt: skip
     out: dict[str, Any] = {"workers": workers, "batch": batch, "store_max_batches": max_batches,
@@ -608,6 +621,9 @@ def render(summary: dict[str, Any], meta: dict[str, Any], plan: Plan) -> str:
     add(f"- repeats: {plan.repeats} (every number is the median over the repeats); saturation window "
         f"{plan.seconds:g} s, half-load window ≥ {plan.half_seconds:g} s, overload {plan.overload_seconds:g} s"
         + (" — **quick mode: numbers are not meaningful**" if plan.quick else ""))  # fmt: skip
+    add("- export processes per service: "
+        + ("as many as its workers" if plan.export_processes is None else str(plan.export_processes))
+        + (" (0: each worker exports in a thread)" if plan.export_processes == 0 else ""))  # fmt: skip
     add(
         f"- load average (1/5/15 min): before {meta['loadavg_before']}, after {meta['loadavg_after']}; "
         f"per repeat (start → end): {'; '.join(meta['loadavg_repeats'])}"
@@ -895,6 +911,12 @@ def parse_args(argv: list[str] | None) -> tuple[Plan, Path, argparse.Namespace]:
     parser.add_argument("--cost-sizes", type=int, nargs="+", help="runs per batch for section 4")
     parser.add_argument("--no-overload", action="store_true", help="skip section 5")
     parser.add_argument(
+        "--export-processes",
+        type=int,
+        metavar="N",
+        help="the service's export_processes setting (default: as many as its workers; 0: export in a thread)",
+    )
+    parser.add_argument(
         "--mapping",
         choices=["mypyc", "python"],
         default="mypyc",
@@ -925,6 +947,7 @@ def parse_args(argv: list[str] | None) -> tuple[Plan, Path, argparse.Namespace]:
     if args.workers:
         plan.cost_workers = max(args.workers)
     plan.overload = not args.no_overload
+    plan.export_processes = args.export_processes
     plan.wait_quiet_pct = args.wait_quiet
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     out = args.out or ROOT / "bench-results" / f"bench-{stamp}{'-quick' if plan.quick else ''}.md"

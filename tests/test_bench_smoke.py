@@ -31,6 +31,7 @@ def test_bench_quick_runs_and_writes_the_table(tmp_path: Path) -> None:
         assert heading in table, heading
     assert table in done.stdout  # the same table is printed
     assert "mapping compiled with mypyc" in table  # the default: the build the container image ships
+    assert "export processes per service: as many as its workers" in table  # the default
 
     raw = json.loads(out.with_suffix(".json").read_text(encoding="utf-8"))
     cases = raw["summary"]["cases"]
