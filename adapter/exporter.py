@@ -42,6 +42,8 @@ EXPORT_PROCESS_POLL_S = 0.05
 """How often an idle export process looks for batches (a look is one indexed read, no write lock)."""
 PARENT_CHECK_S = 1.0
 """How often an export process checks that the ``serve`` process that started it is still there."""
+EXPORT_GC_THRESHOLDS = (50_000, 50, 100)
+"""The collector's thresholds in an export process (Python's defaults: 700, 10, 10)."""
 RESTART_BACKOFF_S = (1.0, 60.0)
 """Delay before restarting an export process that died within a minute of its start: first, largest."""
 
@@ -156,6 +158,9 @@ def export_process_main(arguments: str, parent_pid: int, index: int) -> None:
     threading.Thread(target=_watch_parent, args=(parent_pid, delivery, done), name="parent-watch", daemon=True).start()
     store.open()
     gc.freeze()  # as in the workers: what lives as long as the process stays out of the collector's scans
+    # No request waits on this process, so it can collect less often: mapping allocates many short-lived
+    # objects (few cycles). Export loop alone, 22-run batches: 125-137 -> 122-128 µs per run (3 pairs).
+    gc.set_threshold(*EXPORT_GC_THRESHOLDS)
     log.info("export process started", extra={"index": index, "pid": os.getpid(), "nice": settings.export_nice})
     try:
         delivery.run()
