@@ -93,8 +93,8 @@ class Settings(BaseSettings):
         ge=1,
         le=64,
         description="Worker processes serving requests, all sharing the store; with export_processes 0 "
-        "each also exports in a background thread. Set workers + export_processes to about the number of "
-        "cores (docs/performance.md#sizing).",
+        "each also exports in a background thread. On N cores: N workers and N export processes "
+        "(docs/performance.md#sizing-a-replica).",
     )
     export_processes: int = Field(
         0,
