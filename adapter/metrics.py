@@ -1,8 +1,8 @@
 """Prometheus metrics, with the official client. Names are listed in docs/operations.md.
 
-With several worker processes (``workers`` > 1) the counters and histograms live in the
-client's multiprocess directory (``PROMETHEUS_MULTIPROC_DIR``, set by the CLI) and a scrape of any
-worker sums all of them; the store gauges are read from the shared store at scrape time.
+With several processes (``workers`` > 1, or export processes) the counters and histograms live in
+the client's multiprocess directory (``PROMETHEUS_MULTIPROC_DIR``, set by the CLI) and a scrape of
+any worker sums all of them; the store gauges are read from the shared store at scrape time.
 """
 
 from __future__ import annotations
