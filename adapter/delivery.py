@@ -67,7 +67,6 @@ class DeliveryCounters:
     batches_dead: int = 0
     spans_rejected_partial: int = 0
     last_result: ExportResult | None = None
-    last_success_ns: int = 0
     by_status: dict[str, int] = field(default_factory=dict)
 
 
@@ -287,7 +286,6 @@ class Delivery:
             self.counters.last_result = result
             if result.outcome is not Outcome.DELIVERED:
                 return result
-            self.counters.last_success_ns = time.time_ns()
             sent = len(chunk)
             self.counters.spans_exported += sent
             self.metrics.spans_exported.inc(sent)

@@ -201,7 +201,6 @@ class ExportProcesses:
     def __init__(self, count: int, arguments: str, check_s: float = 0.5) -> None:
         self.count = count
         self.arguments = arguments
-        self.restarts = 0
         self._check_s = check_s
         self._context = multiprocessing.get_context("spawn")
         self._slots: list[_Slot] = []
@@ -215,11 +214,6 @@ class ExportProcesses:
             self._slots = [self._spawn(index) for index in range(self.count)]
         self._monitor = threading.Thread(target=self._watch, name="dynamiq-otel-export-monitor", daemon=True)
         self._monitor.start()
-
-    def pids(self) -> list[int]:
-        """Process ids of the export processes now running."""
-        with self._lock:
-            return [slot.process.pid for slot in self._slots if slot.process.pid and slot.process.is_alive()]
 
     def _spawn(self, index: int, failures: int = 0) -> _Slot:
         process = self._context.Process(
@@ -253,7 +247,6 @@ class ExportProcesses:
                         )  # fmt: skip
                     if now >= slot.restart_at:
                         self._slots[position] = self._spawn(slot.index, slot.failures)
-                        self.restarts += 1
 
     def stop(self, grace_s: float) -> None:
         """SIGTERM each process; wait up to ``grace_s`` for the exports under way, then SIGKILL.
