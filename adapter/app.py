@@ -31,7 +31,7 @@ from adapter.openapi import ERROR_RESPONSES, Accepted, TracesOperation
 from adapter.ratelimit import RateLimits
 from adapter.selftrace import tracer_for
 from adapter.store import Store, StoreFull, StoreUnavailable
-from adapter.validation import InvalidBatch, TooManyRuns, parse_batch
+from adapter.validation import InvalidBatch, TooManyRuns, check_batch
 from adapter.version import package_version
 from adapter.writer import BatchWriter
 from config import Settings
@@ -178,7 +178,7 @@ async def _ingest(request: Request[Any, Any, State], runtime: Runtime, seen: _Se
 async def _validate_and_store(runtime: Runtime, body: bytes, tenant: str, seen: _Seen) -> None:
     settings = runtime.settings
     try:
-        runs = parse_batch(
+        runs = check_batch(
             body, accept_unfinished=settings.accept_unfinished_runs, max_runs=settings.max_runs_per_batch
         )
     except InvalidBatch as exc:
@@ -186,11 +186,11 @@ async def _validate_and_store(runtime: Runtime, body: bytes, tenant: str, seen: 
     except TooManyRuns as exc:
         seen.runs = int(exc.args[0]) if exc.args else 0
         raise ApiError(413, {"runs": f"must hold at most {settings.max_runs_per_batch} runs"}) from None
-    seen.runs = len(runs)
-    wait = runtime.limits.retry_after(tenant, len(runs))
+    seen.runs = runs
+    wait = runtime.limits.retry_after(tenant, runs)
     if wait is not None:
         raise ApiError(429, {"runs": f"rate limit of tenant {tenant!r} reached"}, retry_after=wait)
-    await _store(runtime, body, len(runs), tenant)
+    await _store(runtime, body, runs, tenant)
 
 
 async def _store(runtime: Runtime, body: bytes, runs: int, tenant: str) -> None:

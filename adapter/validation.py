@@ -5,6 +5,12 @@ each run needs non-blank string ``id``, ``name``, ``trace_id`` and ``source_id``
 workflow/flow/node, RFC 3339 ``start_time`` and ``end_time`` (end not before start; no offset means
 UTC) and a ``status`` of succeeded/failed/skipped/canceled. Blank means missing, null, or an empty or
 whitespace-only string. Every other field is kept as sent.
+
+Two entry points share the rules: ``parse_batch`` builds the runs (the export's read-back, ``load_stored``,
+and every body that fails), ``check_batch`` only counts the runs of a valid body, which is all ingest needs
+before the body is stored as sent. ``check_batch`` decodes the ten fields the rules read and skips the
+content (input, output, metadata, ...) unread, at a fraction of the cost; whatever it is not sure of goes to
+``parse_batch``, so the verdict and the error body are the same either way.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import msgspec
 import orjson
 
 from mapping import RUN_STATUSES, RUN_TYPES, Run, parse_timestamp_ns
@@ -93,6 +100,109 @@ def parse_batch(body: bytes, *, accept_unfinished: bool, max_runs: int) -> list[
     return parsed
 
 
+def check_batch(body: bytes, *, accept_unfinished: bool, max_runs: int) -> int:
+    """The number of runs in a body that ``parse_batch`` accepts; its exceptions otherwise.
+
+    Ingest stores the body as sent and needs only the verdict and the count: the fields the rules read are
+    decoded, the rest is skipped. Anything the quick check does not clearly accept is handed to
+    ``parse_batch``, so the problems reported are its own.
+    """
+    count = _quick_count(body, accept_unfinished, max_runs)
+    if count is not None:
+        return count
+    return len(parse_batch(body, accept_unfinished=accept_unfinished, max_runs=max_runs))
+
+
+class _Head(msgspec.Struct, gc=False):
+    """The fields of a run that the rules read; msgspec skips every other one, checking its syntax only."""
+
+    id: Any = None
+    name: Any = None
+    trace_id: Any = None
+    source_id: Any = None
+    type: Any = None
+    status: Any = None
+    start_time: Any = None
+    end_time: Any = None
+    session_id: Any = None
+    parent_run_id: Any = None
+
+
+class _Heads(msgspec.Struct, gc=False):
+    runs: list[_Head]
+
+
+_HEADS = msgspec.json.Decoder(_Heads)
+_NUMBER_MASK = bytes.maketrans(b"0123456789E", b"0000000000e")
+_LONG_DIGITS = b"0" * 200
+_BEFORE_NUMBER = frozenset(b" \t\n\r:,[")
+_MANTISSA = frozenset(b"0.")
+
+
+def _quick_count(body: bytes, accept_unfinished: bool, max_runs: int) -> int | None:
+    """The run count when the body is valid and the one-pass check is sure of it, else None."""
+    try:
+        heads = _HEADS.decode(body).runs
+    except (msgspec.DecodeError, RecursionError):
+        return None
+    if not heads or len(heads) > max_runs or not _orjson_takes_skipped(body):
+        return None
+    for head in heads:
+        fields = _valid_fields(
+            head.id,
+            head.name,
+            head.trace_id,
+            head.source_id,
+            head.type,
+            head.status,
+            head.start_time,
+            head.end_time,
+            head.session_id,
+            head.parent_run_id,
+            accept_unfinished,
+        )
+        if fields is None:
+            return None
+    return len(heads)
+
+
+def _orjson_takes_skipped(body: bytes) -> bool:
+    """False when the parts msgspec skipped might hold what orjson refuses (so ``parse_batch`` decides).
+
+    msgspec checks the grammar of what it skips (escapes, control characters, number syntax) but not
+    UTF-8, and does not convert skipped numbers; orjson refuses invalid UTF-8 and numbers beyond a float's
+    range (``1e309``, integers of 310 digits). Such a number has an exponent of three or more digits or a
+    run of at least 200 digits. False alarms (``5e123`` in text) only cost the slow path.
+    """
+    if not body.isascii():
+        try:
+            body.decode()
+        except UnicodeDecodeError:
+            return False
+    masked = body.translate(_NUMBER_MASK, b"+")  # digits as 0, E as e, no + (only exponents have one)
+    if _LONG_DIGITS in masked:
+        return False
+    at = masked.find(b"0e000")
+    while at != -1:
+        if _is_number_start(masked, at):
+            return False
+        at = masked.find(b"0e000", at + 1)
+    return True
+
+
+def _is_number_start(masked: bytes, last_digit: int) -> bool:
+    """Whether the digits ending at ``last_digit`` may begin a JSON number rather than sit inside a word."""
+    at = last_digit
+    lowest = max(0, last_digit - 64)
+    while at > lowest and masked[at - 1] in _MANTISSA:
+        at -= 1
+    if at == lowest:
+        return True  # a mantissa of 64 characters or more, or the body's start: assume the worst
+    if masked[at - 1] == 0x2D:  # a minus sign
+        at -= 1
+    return at == 0 or masked[at - 1] in _BEFORE_NUMBER
+
+
 def load_stored(body: bytes) -> list[Run]:
     """The runs of a stored batch, which ``parse_batch`` accepted at ingest.
 
@@ -131,10 +241,45 @@ def _valid_run(raw: Any, accept_unfinished: bool) -> Run | None:
         return None
     get = raw.get
     run_id, name, trace_id, source_id = get("id"), get("name"), get("trace_id"), get("source_id")
+    run_type, status = get("type"), get("status")
+    fields = _valid_fields(
+        run_id,
+        name,
+        trace_id,
+        source_id,
+        run_type,
+        status,
+        get("start_time"),
+        get("end_time"),
+        get("session_id"),
+        get("parent_run_id"),
+        accept_unfinished,
+    )
+    if fields is None:
+        return None
+    start_ns, end_ns, session_id, parent_run_id = fields
+    strings = {"id": run_id, "name": name, "trace_id": trace_id, "source_id": source_id}
+    optional = {"session_id": session_id, "parent_run_id": parent_run_id}
+    return _build_run(raw, strings, optional, str(run_type), start_ns, end_ns, status)
+
+
+def _valid_fields(
+    run_id: Any,
+    name: Any,
+    trace_id: Any,
+    source_id: Any,
+    run_type: Any,
+    status: Any,
+    start_text: Any,
+    end_text: Any,
+    session_id: Any,
+    parent_run_id: Any,
+    accept_unfinished: bool,
+) -> tuple[int, int | None, str | None, str | None] | None:
+    """Start and end ns, session and parent id when every rule holds for these values; None otherwise."""
     for value in (run_id, name, trace_id, source_id):
         if type(value) is not str or not value.strip():
             return None
-    run_type, status, start_text, end_text = get("type"), get("status"), get("start_time"), get("end_time")
     if run_type not in RUN_TYPES or type(start_text) is not str:
         return None
     if status not in RUN_STATUSES and not (status is None and accept_unfinished):
@@ -150,17 +295,15 @@ def _valid_run(raw: Any, accept_unfinished: bool) -> Run | None:
             return None
     if start_ns is None or (end_ns is not None and end_ns < start_ns):
         return None
-    optional: dict[str, str | None] = {}
-    for key in _OPTIONAL_STRINGS:
-        value = get(key)
+    optional: list[str | None] = []
+    for value in (session_id, parent_run_id):
         if value is None or (type(value) is str and not value.strip()):
-            optional[key] = None
+            optional.append(None)
         elif type(value) in (str, int, float):
-            optional[key] = str(value)
+            optional.append(str(value))
         else:
             return None
-    strings = {"id": run_id, "name": name, "trace_id": trace_id, "source_id": source_id}
-    return _build_run(raw, strings, optional, run_type, start_ns, end_ns, status)
+    return start_ns, end_ns, optional[0], optional[1]
 
 
 def _checked_run(raw: Any, path: str, accept_unfinished: bool, problems: dict[str, str]) -> Run | None:
