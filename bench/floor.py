@@ -181,6 +181,11 @@ _SDK_SCOPE = SdkScope("textbook")
 
 def textbook_request(body: bytes) -> bytes:
     """The same spans the textbook way: ReadableSpan + the SDK's OTLP encoder + serialise."""
+    return encode_spans(textbook_spans(body)).SerializeToString()
+
+
+def textbook_spans(body: bytes) -> list[ReadableSpan]:
+    """orjson.loads + model_validate, then one SDK ``ReadableSpan`` per run (the textbook bridge's span)."""
     batch = BatchModel.model_validate(orjson.loads(body))
     spans = []
     for run in batch.runs:
@@ -206,7 +211,7 @@ def textbook_request(body: bytes) -> bytes:
                 instrumentation_scope=_SDK_SCOPE,
             )
         )
-    return encode_spans(spans).SerializeToString()
+    return spans
 
 
 _OPTIONS = MappingOptions()

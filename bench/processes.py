@@ -76,11 +76,12 @@ class Started:
             return ""
 
 
-def _popen(command: list[str], log: Path) -> subprocess.Popen[bytes]:
+def _popen(command: list[str], log: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
     with log.open("wb") as handle:
         # ``python -m`` puts the working directory first on sys.path: run from the snapshot
         cwd = CODE_DIR or ROOT
-        return subprocess.Popen(command, cwd=cwd, env=_clean_env(), stdout=handle, stderr=subprocess.STDOUT)
+        environment = {**_clean_env(), **(env or {})}
+        return subprocess.Popen(command, cwd=cwd, env=environment, stdout=handle, stderr=subprocess.STDOUT)
 
 
 def listening_pids(port: int) -> set[int]:
@@ -151,6 +152,11 @@ def _retrying(start: Any, attempts: int = 3) -> Started:
 def _get_ok(url: str) -> bool:
     with urllib.request.urlopen(url, timeout=2) as answer:  # noqa: S310 - a loopback URL we built
         return bool(answer.status == 200)
+
+
+def _connects(port: int) -> bool:
+    with socket.create_connection(("127.0.0.1", port), timeout=2):
+        return True
 
 
 def _post_ok(url: str) -> bool:
@@ -226,6 +232,31 @@ def _start_echo(workdir: Path, workers: int) -> Started:
                "--workers", str(workers), "--no-access-log", "--log-level", "warning"]  # fmt: skip
     started = Started("echo", _popen(command, log), port, log)
     _wait(started, lambda: _post_ok(f"http://127.0.0.1:{port}/v1/traces"), 60)
+    if workers > 1:
+        _wait_workers(started, workers)
+    return started
+
+
+TEXTBOOK_QUEUE = 4_000_000
+"""The textbook bridge's span queue in the benchmark: large enough that it drops nothing it accepted."""
+
+
+def start_textbook(workdir: Path, *, workers: int, protocol: str, sink: Started) -> Started:
+    """The textbook bridge (``bench/textbook_app.py``) under uvicorn, exporting to ``sink``."""
+    return _retrying(lambda: _start_textbook(workdir, workers, protocol, sink))
+
+
+def _start_textbook(workdir: Path, workers: int, protocol: str, sink: Started) -> Started:
+    port = free_port()
+    log = workdir / f"textbook-{port}.log"
+    endpoint = f"http://127.0.0.1:{sink.extra['grpc_port']}" if protocol == "grpc" else f"http://127.0.0.1:{sink.port}"
+    env = {"TEXTBOOK_OTLP_ENDPOINT": endpoint, "TEXTBOOK_OTLP_PROTOCOL": protocol}
+    env["TEXTBOOK_QUEUE"] = str(TEXTBOOK_QUEUE)
+    env["OTEL_BSP_SCHEDULE_DELAY"] = "200"  # not the default 5 s: the last spans of a window leave at once
+    command = [sys.executable, "-m", "uvicorn", "bench.textbook_app:app", "--host", "127.0.0.1", "--port", str(port),
+               "--workers", str(workers), "--no-access-log", "--log-level", "warning"]  # fmt: skip
+    started = Started("textbook", _popen(command, log, env), port, log)
+    _wait(started, lambda: _connects(port), 60)
     if workers > 1:
         _wait_workers(started, workers)
     return started

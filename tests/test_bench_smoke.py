@@ -39,6 +39,11 @@ def test_bench_quick_runs_and_writes_the_table(tmp_path: Path) -> None:
     assert all(case["lost_spans"] == 0 for case in cases)  # every accepted run reached the sink
     assert all(case["delivered_runs_s"] > 0 for case in cases)
     assert raw["summary"]["overload"]["healthy_after"]
+    bridge = raw["summary"]["textbook"]  # the textbook bridge ran over both protocols and delivered
+    assert {row["protocol"] for row in bridge} == {"grpc", "http"}
+    assert all(row["delivered_runs_s"] > 0 for row in bridge)
+    assert all(case["vs_bridge"] > 0 for case in cases)
+    assert "The textbook bridge (`bench/textbook_app.py`)" in table
 
 
 def test_store_benchmark_quick_runs() -> None:
