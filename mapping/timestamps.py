@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from datetime import date
+from datetime import date, datetime
 from functools import lru_cache
 
 _RFC3339 = re.compile(
@@ -23,6 +23,24 @@ def parse_timestamp_ns(text: str) -> int | None:
     the ingest contract decides. Times before 1970 or after 2554-07-21T23:34:33.709551615Z are
     refused: OTLP cannot carry them.
     """
+    if (
+        len(text) == 32
+        and text[26:] == "+00:00"
+        and text[10] == "T"
+        and text[19] == "."
+        and text[4] == "-"
+        and text[7] == "-"
+        and text[13] == ":"
+        and text[16] == ":"
+    ):
+        nanos = _sdk_shape_ns(text)
+        if nanos is not None:
+            return nanos
+    return _general_ns(text)
+
+
+def _general_ns(text: str) -> int | None:
+    """Every RFC 3339 form the contract accepts (``parse_timestamp_ns``)."""
     match = _RFC3339.fullmatch(text)
     if match is None:
         return None
@@ -37,6 +55,24 @@ def parse_timestamp_ns(text: str) -> int | None:
         offset_s = (int(off_h) * 3600 + int(off_m) * 60) * (1 if sign == "+" else -1)
     seconds = days * 86_400 + int(hour) * 3600 + int(minute) * 60 + int(second) - offset_s
     nanos = seconds * 1_000_000_000 + (int(fraction[:9].ljust(9, "0")) if fraction else 0)
+    if seconds < 0 or nanos > _LAST_NS:
+        return None
+    return nanos
+
+
+def _sdk_shape_ns(text: str) -> int | None:
+    """``YYYY-MM-DDTHH:MM:SS.ffffff+00:00``, what the SDK's ``datetime.isoformat()`` writes, read in C.
+
+    The caller checked the length and every separator, so only digits can stand between them; the
+    standard library's parser checks those and the ranges. None sends the text down the general path,
+    which decides (it refuses what this refuses, and more).
+    """
+    try:
+        moment = datetime.fromisoformat(text[:26])
+    except ValueError:
+        return None
+    seconds = (moment.toordinal() - _EPOCH_DAY) * 86_400 + moment.hour * 3600 + moment.minute * 60 + moment.second
+    nanos = seconds * 1_000_000_000 + moment.microsecond * 1000
     if seconds < 0 or nanos > _LAST_NS:
         return None
     return nanos

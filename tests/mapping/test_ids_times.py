@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+from datetime import UTC, datetime, timedelta
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mapping.ids import span_id_bytes, trace_id_bytes
-from mapping.timestamps import parse_timestamp_ns
+from mapping.timestamps import _general_ns, parse_timestamp_ns
 
 JUNE_10 = 1_781_082_921 * 10**9  # 2026-06-10T09:15:21Z
 
@@ -47,6 +50,9 @@ def test_timestamps_are_exact_integer_nanoseconds(text: str, expected: int) -> N
         "1969-12-31T23:59:59Z",
         "2026-06-10T09:15:21.Z",
         " 2026-06-10T09:15:21Z",
+        "2026-06-10T09:15:21,123456+00:00",  # the standard library's parser takes these two
+        "2026-06-10T09:15:21:123456+00:00",
+        "2026-06-10T09:15:21.12345٣+00:00",
     ],
 )
 def test_invalid_timestamps_are_refused(text: str) -> None:
@@ -83,3 +89,32 @@ def test_span_id_is_documented_hash_of_canonical_run_id() -> None:
     assert span_id_bytes("11d4a6e89c2b4f3a8e1d2f6071829301") == expected
     assert span_id_bytes("run-7") == hashlib.sha256(b"dynamiq-otel:span:run-7").digest()[:8]
     assert len(span_id_bytes("")) == 8 and any(span_id_bytes(""))
+
+
+_SHAPE = "0000-00-00T00:00:00.000000+00:00"
+"""The SDK's timestamps (``datetime.isoformat()`` of an aware UTC time): a fast path reads this shape."""
+_DIGIT_LIKE = "0123456789\u0663\uff13\u00b2 +-.:TZ,_\x00"  # with Arabic-Indic, fullwidth and superscript digits
+
+
+@settings(max_examples=3000, deadline=None, database=None)
+@given(
+    moment=st.datetimes(min_value=datetime(1, 1, 1), max_value=datetime(9999, 12, 31, 23, 59, 59)),
+    edits=st.lists(
+        st.tuples(
+            st.sampled_from([4, 7, 10, 13, 16, 19]) | st.integers(min_value=0, max_value=31),
+            st.sampled_from(_DIGIT_LIKE),
+        ),
+        max_size=2,
+    ),
+)
+def test_sdk_shape_fast_path_agrees_with_the_general_parser(moment: datetime, edits: list[tuple[int, str]]) -> None:
+    """Valid or broken, a text of the SDK's shape gets the same answer as through the regular expression."""
+    chars = list(moment.isoformat(timespec="microseconds") + "+00:00")
+    for position, char in edits:
+        chars[position] = char
+    text = "".join(chars)
+    assert len(text) == len(_SHAPE)
+    assert parse_timestamp_ns(text) == _general_ns(text)
+    if not edits and moment.year >= 1970:
+        expected = (moment.replace(tzinfo=UTC) - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1) * 1000
+        assert parse_timestamp_ns(text) == (expected if expected <= 2**64 - 1 else None)
