@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The dynamiq-otel benchmark, in one run: floor, bare echo and the real service, side by side.
 
-    python bench/run.py                 # full measurement (about 45 minutes on 2 cores)
+    python bench/run.py                 # full measurement (about an hour on 2 cores)
     python bench/run.py --quick         # a fast pass of every section (development, smoke test)
     python bench/run.py --out bench-results/today.md
 
@@ -14,7 +14,8 @@ Sections (``docs/performance.md`` explains each and holds the latest results):
 3. the real service (``dynamiq-otel serve --workers N``: validation, durable SQLite store,
    mapping, export) delivering to a local counting OTLP sink over gRPC and over HTTP: sustained
    runs/s *delivered*, ingest latency p50/p99 at saturation and at half of it, server CPU per run,
-   peak RSS;
+   peak RSS; beside it the textbook bridge (``bench/textbook_app.py``: pydantic, ``ReadableSpan``,
+   the SDK's batch processor and exporter, no durable store), saturated and drained the same way;
 4. cost per run for batch sizes 1, 10, 100, 1,000;
 5. overload: offered load 2x saturation for 60 s against a bounded store: 503s and peak RSS.
 
