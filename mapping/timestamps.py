@@ -71,6 +71,8 @@ def _sdk_shape_ns(text: str) -> int | None:
         moment = datetime.fromisoformat(text[:26])
     except ValueError:
         return None
+    if moment.tzinfo is not None:  # a zone inside the fraction's six places (".00000Z", ".000+01"): not this shape
+        return None
     seconds = (moment.toordinal() - _EPOCH_DAY) * 86_400 + moment.hour * 3600 + moment.minute * 60 + moment.second
     nanos = seconds * 1_000_000_000 + moment.microsecond * 1000
     if seconds < 0 or nanos > _LAST_NS:
