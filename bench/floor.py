@@ -10,7 +10,8 @@ Rows (per run, single thread, the benchmark's own fresh-id bodies):
   identity, node config / metadata / input / output as JSON text), written as straight-line code;
 * **textbook**: the same attributes through the OpenTelemetry SDK (``ReadableSpan`` +
   ``encode_spans`` + ``SerializeToString``), what an exporter-based design pays;
-* the service's own pieces: ``adapter.validation.parse_batch`` (orjson + hand validation) and
+* the service's own pieces: ``adapter.validation.parse_batch`` (orjson + hand validation: what the
+  export's read-back does), ``check_batch`` (ingest's verdict: msgspec, the fields the rules read) and
   ``parse_batch + mapping.runs_to_spans + build_request + SerializeToString`` (the service's CPU
   path without HTTP, SQLite or the network).
 """
@@ -37,7 +38,7 @@ from opentelemetry.trace.status import Status as SdkStatus
 from opentelemetry.trace.status import StatusCode as SdkStatusCode
 from pydantic import BaseModel, ConfigDict, Field
 
-from adapter.validation import parse_batch
+from adapter.validation import check_batch, parse_batch
 from mapping import MappingOptions, build_request, build_resource, runs_to_spans
 
 
@@ -228,6 +229,10 @@ def _parse_batch(body: bytes) -> object:
     return parse_batch(body, accept_unfinished=False, max_runs=1 << 30)
 
 
+def _check_batch(body: bytes) -> object:
+    return check_batch(body, accept_unfinished=False, max_runs=1 << 30)
+
+
 ROWS: tuple[tuple[str, str, Callable[[bytes], object]], ...] = (
     ("orjson", "orjson.loads", orjson.loads),
     ("pydantic_json", "pydantic model_validate_json", BatchModel.model_validate_json),
@@ -235,6 +240,7 @@ ROWS: tuple[tuple[str, str, Callable[[bytes], object]], ...] = (
     ("floor", "floor: orjson + model_validate + protobuf .add() + serialise", floor_request),
     ("textbook", "textbook: orjson + model_validate + ReadableSpan + encode_spans + serialise", textbook_request),
     ("parse_batch", "service adapter.validation.parse_batch (orjson + hand validation)", _parse_batch),
+    ("check_batch", "service ingest: adapter.validation.check_batch (msgspec, the rules' fields only)", _check_batch),
     ("service_cpu", "service in process: parse_batch + runs_to_spans + build_request + serialise", service_request),
 )
 
