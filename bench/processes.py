@@ -187,6 +187,11 @@ def _start_sink(workdir: Path) -> Started:
     return started
 
 
+def sink_endpoint(sink: Started, protocol: str) -> str:
+    """Where an exporter over ``protocol`` (grpc | http) reaches ``sink``."""
+    return f"http://127.0.0.1:{sink.extra['grpc_port']}" if protocol == "grpc" else f"http://127.0.0.1:{sink.port}"
+
+
 def start_service(
     workdir: Path, *, workers: int, protocol: str, sink: Started, settings: dict[str, Any] | None = None
 ) -> Started:
@@ -199,12 +204,11 @@ def _start_service(
 ) -> Started:
     port = free_port()
     data_dir = workdir / f"data-{port}"
-    endpoint = f"http://127.0.0.1:{sink.extra['grpc_port']}" if protocol == "grpc" else f"http://127.0.0.1:{sink.port}"
     config: dict[str, Any] = {
         "data_dir": str(data_dir),
         "access_keys": [ACCESS_KEY],
         "otlp_protocol": "grpc" if protocol == "grpc" else "http/protobuf",
-        "otlp_endpoint": endpoint,
+        "otlp_endpoint": sink_endpoint(sink, protocol),
         **(settings or {}),
     }
     path = workdir / f"service-{port}.yaml"
@@ -249,10 +253,12 @@ def start_textbook(workdir: Path, *, workers: int, protocol: str, sink: Started)
 def _start_textbook(workdir: Path, workers: int, protocol: str, sink: Started) -> Started:
     port = free_port()
     log = workdir / f"textbook-{port}.log"
-    endpoint = f"http://127.0.0.1:{sink.extra['grpc_port']}" if protocol == "grpc" else f"http://127.0.0.1:{sink.port}"
-    env = {"TEXTBOOK_OTLP_ENDPOINT": endpoint, "TEXTBOOK_OTLP_PROTOCOL": protocol}
-    env["TEXTBOOK_QUEUE"] = str(TEXTBOOK_QUEUE)
-    env["OTEL_BSP_SCHEDULE_DELAY"] = "200"  # not the default 5 s: the last spans of a window leave at once
+    env = {
+        "TEXTBOOK_OTLP_ENDPOINT": sink_endpoint(sink, protocol),
+        "TEXTBOOK_OTLP_PROTOCOL": protocol,
+        "TEXTBOOK_QUEUE": str(TEXTBOOK_QUEUE),
+        "OTEL_BSP_SCHEDULE_DELAY": "200",  # not the default 5 s: the last spans of a window leave at once
+    }
     command = [sys.executable, "-m", "uvicorn", "bench.textbook_app:app", "--host", "127.0.0.1", "--port", str(port),
                "--workers", str(workers), "--no-access-log", "--log-level", "warning"]  # fmt: skip
     started = Started("textbook", _popen(command, log, env), port, log)

@@ -63,9 +63,9 @@ def _general_ns(text: str) -> int | None:
 def _sdk_shape_ns(text: str) -> int | None:
     """``YYYY-MM-DDTHH:MM:SS.ffffff+00:00``, what the SDK's ``datetime.isoformat()`` writes, read in C.
 
-    The caller checked the length and every separator, so only digits can stand between them; the
-    standard library's parser checks those and the ranges. None sends the text down the general path,
-    which decides (it refuses what this refuses, and more).
+    The caller checked the length and every separator; the standard library's parser checks the digits
+    between them and the ranges. It is laxer than RFC 3339 in the fraction's six places (it reads a zone
+    there), so an aware result is refused. None sends the text down the general path, which decides.
     """
     try:
         moment = datetime.fromisoformat(text[:26])
