@@ -70,7 +70,13 @@ def _dead_letter(settings: Settings, action: str, ids: list[int] | None, every: 
     if not settings.store_path.exists():
         print(f"dynamiq-otel: no store at {settings.store_path}", file=sys.stderr)
         return 2
-    store = Store(settings.store_path, max_bytes=settings.store_max_bytes, max_batches=settings.store_max_batches)
+    store = Store(
+        settings.store_path,
+        max_bytes=settings.store_max_bytes,
+        max_batches=settings.store_max_batches,
+        sync=settings.store_sync,
+        secure_delete=settings.store_secure_delete,  # a purge then zeroes what it deletes, too
+    )
     store.open()
     try:
         if action == "list":

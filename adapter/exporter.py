@@ -104,6 +104,7 @@ def build_store(settings: Settings) -> Store:
         max_bytes=settings.store_max_bytes,
         max_batches=settings.store_max_batches,
         sync=settings.store_sync,
+        secure_delete=settings.store_secure_delete,
     )
 
 

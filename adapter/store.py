@@ -108,12 +108,20 @@ class Store:
     """A SQLite-backed durable queue, safe to share between threads and processes."""
 
     def __init__(
-        self, path: Path, *, max_bytes: int, max_batches: int, sync: str = "full", busy_timeout_ms: int = 5000
+        self,
+        path: Path,
+        *,
+        max_bytes: int,
+        max_batches: int,
+        sync: str = "full",
+        secure_delete: bool = False,
+        busy_timeout_ms: int = 5000,
     ) -> None:
         self.path = path
         self.max_bytes = max_bytes
         self.max_batches = max_batches
         self._sync = "FULL" if sync == "full" else "NORMAL"
+        self._secure_delete = secure_delete
         self._busy_ms = busy_timeout_ms
         self._local = threading.local()
         self._all: dict[threading.Thread, sqlite3.Connection] = {}
@@ -156,6 +164,10 @@ class Store:
         if conn is None:
             conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
             conn.execute("PRAGMA journal_mode=WAL")
+            # Set either way: SQLite's default is off, but distributions build it on (Debian's is).
+            # On, every ack writes each page of the deleted bodies again, as zeros, and the checkpoint
+            # copies them: an ack of 60 22-run batches held the write lock 21-23 ms instead of 5-8.
+            conn.execute(f"PRAGMA secure_delete={'ON' if self._secure_delete else 'OFF'}")
             self._local.sync = None
             self._set_sync(conn, self._sync)
             conn.execute(f"PRAGMA busy_timeout={self._busy_ms}")

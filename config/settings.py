@@ -166,6 +166,11 @@ class Settings(BaseSettings):
         description="SQLite synchronous mode: 'full' survives power loss, 'normal' survives a crash "
         "of the process only.",
     )
+    store_secure_delete: bool = Field(
+        False,
+        description="Overwrite the pages of exported batches with zeros (SQLite secure_delete) instead of "
+        "leaving them to be reused by the next batches; doubles the bytes written per batch.",
+    )
 
     # --- OTLP export (standard OTEL_EXPORTER_OTLP_* variables) ------------------------------
     otlp_protocol: Literal["grpc", "http/protobuf"] = Field("http/protobuf", description="OTLP transport.")

@@ -66,8 +66,10 @@ def assert_consistent(store: Store) -> tuple[int, int, int]:
     return stats.batches, stats.bytes, stats.dead
 
 
-def make_store(path: Path, max_bytes: int = 1_000_000, max_batches: int = 1000, sync: str = "full") -> Store:
-    store = Store(path, max_bytes=max_bytes, max_batches=max_batches, sync=sync)
+def make_store(
+    path: Path, max_bytes: int = 1_000_000, max_batches: int = 1000, sync: str = "full", secure_delete: bool = False
+) -> Store:
+    store = Store(path, max_bytes=max_bytes, max_batches=max_batches, sync=sync, secure_delete=secure_delete)
     store.open()
     return store
 
@@ -424,6 +426,52 @@ def test_sync_mode(path: Path, sync: str, pragma: int) -> None:
         assert store._conn().execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     finally:
         store.close()
+
+
+@pytest.mark.parametrize("secure_delete", [False, True])
+def test_secure_delete_decides_whether_an_exported_body_stays_on_disk(path: Path, secure_delete: bool) -> None:
+    """Off (the default, whatever the SQLite build's own default): an acked body's pages go to the free
+    list as they are and the next batches overwrite them. On: SQLite zeroes them as the ack deletes them."""
+    store = make_store(path, secure_delete=secure_delete)
+    marker = b"needle-" + os.urandom(8).hex().encode()
+    try:
+        for conn in (store._conn(), _conn_of_another_thread(store)):
+            assert conn.execute("PRAGMA secure_delete").fetchone()[0] == int(secure_delete)
+        store.put(marker * 2_000, 1)  # 38 KB: overflow pages, like a real body
+        (claimed,) = store.claim(1, HOUR)
+        store.ack([claimed.id])
+        assert assert_consistent(store) == (0, 0, 0)
+    finally:
+        store.close()  # the last connection to close copies the WAL into the database and removes it
+    assert not path.with_name(path.name + "-wal").exists()
+    assert (marker in path.read_bytes()) is not secure_delete
+
+
+@pytest.mark.parametrize(("variable", "pragma"), [(None, 0), ("true", 1), ("false", 0)])
+def test_the_service_builds_its_store_with_the_secure_delete_setting(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, variable: str | None, pragma: int
+) -> None:
+    from adapter.exporter import build_store
+    from config import load_settings
+
+    monkeypatch.setenv("DYNAMIQ_OTEL_AUTH_DISABLED", "true")
+    monkeypatch.setenv("DYNAMIQ_OTEL_DATA_DIR", str(tmp_path))
+    if variable is not None:
+        monkeypatch.setenv("DYNAMIQ_OTEL_STORE_SECURE_DELETE", variable)
+    store = build_store(load_settings())
+    store.open()
+    try:
+        assert store._conn().execute("PRAGMA secure_delete").fetchone()[0] == pragma
+    finally:
+        store.close()
+
+
+def _conn_of_another_thread(store: Store) -> sqlite3.Connection:
+    found: list[sqlite3.Connection] = []
+    thread = threading.Thread(target=lambda: found.append(store._conn()))
+    thread.start()
+    thread.join()
+    return found[0]
 
 
 # --- concurrency ---------------------------------------------------------------------------------------
