@@ -14,10 +14,14 @@ Rows (per run, single thread, the benchmark's own fresh-id bodies):
   export's read-back does), ``check_batch`` (ingest's verdict: msgspec, the fields the rules read) and
   ``parse_batch + mapping.runs_to_spans + build_request + SerializeToString`` (the service's CPU
   path without HTTP, SQLite or the network).
+
+``measure_all_cores`` runs the floor row in one process per core at once: what the machine's cores give
+together, which on a shared or virtual machine is less than that many times one core alone.
 """
 
 from __future__ import annotations
 
+import multiprocessing
 import statistics
 import time
 import uuid
@@ -276,3 +280,36 @@ def measure(bodies: Sequence[bytes], runs_per_body: int, min_seconds: float = 0.
         size = len(out) / runs_per_body if isinstance(out, bytes) else 0.0
         rows.append(FloorRow(key, label, per_run * 1e6, 1 / per_run, size))
     return rows
+
+
+def _floor_copy(  # ready, results: a multiprocessing Barrier and Queue
+    bodies: Sequence[bytes], runs_per_body: int, seconds: float, ready: Any, results: Any
+) -> None:
+    floor_request(bodies[0])  # warm up before the others start
+    ready.wait()
+    done = 0
+    started = time.perf_counter()
+    while (elapsed := time.perf_counter() - started) < seconds:
+        floor_request(bodies[done % len(bodies)])
+        done += 1
+    results.put(done * runs_per_body / elapsed)
+
+
+def measure_all_cores(bodies: Sequence[bytes], runs_per_body: int, copies: int, seconds: float) -> list[float]:
+    """The floor row in ``copies`` processes at once, started together: each copy's runs per second."""
+    context = multiprocessing.get_context("spawn")
+    ready, results = context.Barrier(copies), context.Queue()
+    workers = [
+        context.Process(target=_floor_copy, args=(bodies, runs_per_body, seconds, ready, results))
+        for _ in range(copies)
+    ]
+    for worker in workers:
+        worker.start()
+    try:
+        rates = [float(results.get(timeout=seconds + 120)) for _ in workers]
+    finally:
+        for worker in workers:
+            worker.join(10)
+            if worker.is_alive():
+                worker.kill()
+    return sorted(rates)

@@ -234,8 +234,10 @@ class Target:
 # --- sections -----------------------------------------------------------------------------------
 
 
-def measure_floor(plan: Plan) -> dict[str, list[dict[str, Any]]]:
+def measure_floor(plan: Plan) -> tuple[dict[str, list[dict[str, Any]]], dict[str, list[float]]]:
+    """The floor rows on one core, and the floor row on every core at once (per copy runs/s), by batch size."""
     results: dict[str, list[dict[str, Any]]] = {}
+    all_cores: dict[str, list[float]] = {}
     for batch in sorted({*plan.batches, 22, 500}):
         workload = Workload(batch)
         count = 2 if plan.quick else max(2, min(len(workload.templates), 4000 // batch))
@@ -244,7 +246,9 @@ def measure_floor(plan: Plan) -> dict[str, list[dict[str, Any]]]:
 
         rows = floor.measure(bodies, batch, min_seconds=plan.floor_seconds, repeats=1 if plan.quick else 3)
         results[str(batch)] = [asdict(row) for row in rows]
-    return results
+        wait_quiet(plan)
+        all_cores[str(batch)] = floor.measure_all_cores(bodies, batch, os.cpu_count() or 1, 6 * plan.floor_seconds)
+    return results, all_cores
 
 
 def measure_group(plan: Plan, workdir: Path, sink: Started, workers: int, batch: int) -> dict[str, Any]:
@@ -514,7 +518,9 @@ def summarise(repeats: list[dict[str, Any]], plan: Plan) -> dict[str, Any]:
                 out.append(None)
         return out
 
-    summary: dict[str, Any] = {"floor": {}, "cases": [], "echo": [], "textbook": [], "cost": [], "overload": None}
+    summary: dict[str, Any] = {
+        "floor": {}, "floor_all_cores": {}, "cases": [], "echo": [], "textbook": [], "cost": [], "overload": None
+    }  # fmt: skip
     for batch in sorted({*plan.batches, 22, 500}):
         keys = [row["key"] for row in repeats[0]["floor"][str(batch)]]
         rows = []
@@ -529,6 +535,13 @@ def summarise(repeats: list[dict[str, Any]], plan: Plan) -> dict[str, Any]:
                 ),
             })  # fmt: skip
         summary["floor"][str(batch)] = {row["key"]: row for row in rows}
+        together = median(over(lambda r, b=str(batch): sum(r["floor_all_cores"][b])))
+        summary["floor_all_cores"][str(batch)] = {
+            "copies": len(repeats[0]["floor_all_cores"][str(batch)]),
+            "runs_per_s": together,
+            "per_copy_runs_s": median(over(lambda r, b=str(batch): statistics.mean(r["floor_all_cores"][b]))),
+            "vs_one_core": together / summary["floor"][str(batch)]["floor"]["runs_per_s"],
+        }
     for gi, group in enumerate(repeats[0]["groups"]):
         batch, workers = group["batch"], group["workers"]
 
@@ -583,6 +596,7 @@ def summarise(repeats: list[dict[str, Any]], plan: Plan) -> dict[str, Any]:
                 "accepted_runs_s": median(over(lambda r: s(r)["saturation"]["accepted_runs_s"])),
                 "window_delivered_runs_s": median(over(lambda r: s(r)["saturation"]["delivered_runs_s"])),
                 "vs_floor": delivered / floor_runs, "vs_textbook": delivered / textbook_runs,
+                "vs_floor_all_cores": delivered / summary["floor_all_cores"][str(batch)]["runs_per_s"],
                 "vs_bridge": delivered / bridge[protocol] if bridge.get(protocol) else float("nan"),
                 "vs_echo": delivered / echo_runs,
                 "p50_sat_ms": median(over(lambda r: s(r)["saturation"]["p50_ms"])),
@@ -706,6 +720,17 @@ def render(summary: dict[str, Any], meta: dict[str, Any], plan: Plan) -> str:
                  for b in batches]  # fmt: skip
         size = summary["floor"][batches[0]][key]["out_bytes_per_run"]
         add(f"| {row['label']} | " + " | ".join(cells) + f" | {fmt(size) if size else ''} |")
+    together = summary["floor_all_cores"]
+    copies = together[batches[0]]["copies"]
+    cells = [f"{fmt(together[b]['runs_per_s'])} in all = {fmt(together[b]['vs_one_core'], 2)}{X} one core "
+             f"({fmt(together[b]['per_copy_runs_s'])} per copy)" for b in batches]  # fmt: skip
+    add(f"| floor on all {copies} cores at once ({copies} processes, started together) | " + " | ".join(cells) + " | |")
+    add("")
+    add(
+        f"The last row runs the floor in {copies} processes at once: what this machine's cores give together. On a "
+        "virtual or shared machine that is less than that many times one core alone (the cores share caches, "
+        "memory bandwidth and, on the host, perhaps more), and the service runs on all of them at once."
+    )
     add("")
     add("## 2. Bare Litestar echo under uvicorn (the HTTP floor), closed loop")
     add("")
@@ -845,6 +870,9 @@ def render(summary: dict[str, Any], meta: dict[str, Any], plan: Plan) -> str:
         add(f"| delivered ≥ {TARGETS['delivered_vs_floor']}{X} one-core floor ({c['batch']}-run, {c['protocol']}, "
             f"{c['workers']} workers) | {fmt(c['delivered_runs_s'])} runs/s = {fmt(c['vs_floor'], 2)}{X} | "
             f"{verdict(c['vs_floor'] >= TARGETS['delivered_vs_floor'])} |")  # fmt: skip
+        together = summary["floor_all_cores"][str(c["batch"])]["runs_per_s"]
+        add(f"| … against the floor on all cores at once ({c['batch']}-run, {c['protocol']}) "
+            f"| {fmt(c['vs_floor_all_cores'], 2)}{X} of {fmt(together)} runs/s | info |")  # fmt: skip
         if c["vs_bridge"] == c["vs_bridge"]:
             add(
                 f"| delivered ≥ {TARGETS['delivered_vs_textbook']:g}{X} the textbook bridge ({c['batch']}-run, "
@@ -1071,7 +1099,7 @@ def main(argv: list[str] | None = None) -> int:
         for number in range(1, plan.repeats + 1):
             log(f"repeat {number}/{plan.repeats}: floor")
             rep: dict[str, Any] = {"loadavg_start": loadavg(), "groups": []}
-            rep["floor"] = measure_floor(plan)
+            rep["floor"], rep["floor_all_cores"] = measure_floor(plan)
             for workers in plan.workers:
                 for batch in plan.batches:
                     log(f"repeat {number}: echo and service, {workers} worker(s), {batch}-run batches")

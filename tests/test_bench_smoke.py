@@ -7,6 +7,7 @@ section ran, the table and the raw JSON were written, and no accepted run went m
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -44,6 +45,10 @@ def test_bench_quick_runs_and_writes_the_table(tmp_path: Path) -> None:
     assert all(row["delivered_runs_s"] > 0 for row in bridge)
     assert all(case["vs_bridge"] > 0 for case in cases)
     assert "The textbook bridge (`bench/textbook_app.py`)" in table
+    together = raw["summary"]["floor_all_cores"]  # the floor ran in one process per core at once
+    assert {row["copies"] for row in together.values()} == {os.cpu_count() or 1}
+    assert all(row["runs_per_s"] > 0 for row in together.values())
+    assert all(case["vs_floor_all_cores"] > 0 for case in cases)
 
 
 def test_store_benchmark_quick_runs() -> None:
