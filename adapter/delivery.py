@@ -235,7 +235,10 @@ class Delivery:
     def _prepare(self, batches: Sequence[Claimed], span_limit: int) -> _Prepared:
         """Parse, map and serialise the batches, leaving out runs delivered before (re-sent by the SDK).
 
-        A span larger than ``span_limit`` bytes is shrunk first (``mapping.shrink``)."""
+        A span larger than ``span_limit`` bytes is shrunk first (``mapping.shrink``). A batch that
+        fails to map is dead-lettered alone: its runs are not remembered as delivered, and a run it
+        shares with a later batch of the round is still exported there.
+        """
         prepared = _Prepared()
         parsed: list[tuple[Claimed, list[Run]]] = []
         for batch in batches:
@@ -248,24 +251,28 @@ class Delivery:
         seen = self.store.already_delivered(all_keys) if dedupe else set()
         keys = iter(all_keys)  # in the order of the loop below
         for batch, runs in parsed:
-            fresh = []
+            fresh: list[Run] = []
+            fresh_keys: list[bytes] = []
+            taken: set[bytes] = set()
             for run in runs:
                 key = next(keys) if dedupe else b""
-                if dedupe and key in seen:
+                if dedupe and (key in seen or key in taken):
                     continue
-                seen.add(key)
+                taken.add(key)
                 fresh.append(run)
-                prepared.keys.append(key)
-            skipped = len(runs) - len(fresh)
+                fresh_keys.append(key)
             try:
-                prepared.spans.extend(_serialised(runs_to_spans(fresh, self.options), span_limit))
+                spans = _serialised(runs_to_spans(fresh, self.options), span_limit)
             except Exception as exc:  # a mapping bug must not block the queue: keep the batch for replay
                 log.exception("mapping failed for batch %d", batch.id)
                 self._bury([batch], f"mapping failed: {type(exc).__name__}: {exc}")
                 continue
+            seen |= taken
+            prepared.spans.extend(spans)
+            prepared.keys.extend(fresh_keys)
             prepared.batches.append(batch)
             prepared.runs += len(fresh)
-            prepared.skipped += skipped
+            prepared.skipped += len(runs) - len(fresh)
         return prepared
 
     def _send(self, target: ExportTarget, encoder: RequestEncoder, spans: Sequence[bytes], limit: int) -> ExportResult:

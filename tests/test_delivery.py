@@ -7,6 +7,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -280,3 +281,34 @@ def test_an_export_round_takes_batches_up_to_the_claim_byte_limit(
         rt.store.put(payload, 2)
         assert len(payload) > 1024
         assert rt.delivery.run_once() == 1, "a batch larger than the limit is still taken, alone"
+
+
+def test_a_batch_that_fails_to_map_is_dead_lettered_and_its_runs_not_remembered(
+    receiver: RecordingReceiver, make_settings: Callable[..., Settings], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A mapping bug buries its batch only: the runs in it are not remembered as delivered (a replay after
+    the fix exports them), and a run it shares with a later batch of the same round is still exported."""
+    import adapter.delivery
+
+    real = adapter.delivery.runs_to_spans
+
+    def failing(runs: list[Any], options: Any) -> Any:
+        if any(run.name == "explodes" for run in runs):
+            raise RuntimeError("a mapping bug")
+        return real(runs, options)
+
+    monkeypatch.setattr(adapter.delivery, "runs_to_spans", failing)
+    shared = workflow_run(id=str(uuid.uuid4()))
+    bad = node_run(shared, name="explodes")
+    other = workflow_run(id=str(uuid.uuid4()))
+    with runtime_for(make_settings(otlp_traces_endpoint=receiver.http_endpoint)) as runtime:
+        store = runtime.store
+        buried = store.put(body(shared, bad), 2)
+        store.put(body(shared), 1)
+        store.put(body(other), 1)
+        assert runtime.delivery.run_once() == 3  # one round: all three batches
+        assert [row[0] for row in store.dead_letters()] == [buried]
+        assert store.stats().batches == 0
+        assert {record.attributes["dynamiq.run.id"] for record in receiver.spans()} == {shared["id"], other["id"]}
+        keys = {name: run_key(load_stored(body(run))[0]) for name, run in (("shared", shared), ("bad", bad))}
+        assert store.already_delivered(list(keys.values())) == {keys["shared"]}
