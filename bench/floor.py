@@ -16,7 +16,7 @@ Rows (per run, single thread, the benchmark's own fresh-id bodies):
   path without HTTP, SQLite or the network).
 
 ``measure_all_cores`` runs the floor row in one process per core at once: what the machine's cores give
-together, which on a shared or virtual machine is less than that many times one core alone.
+together, measured rather than taken as that many times one core.
 """
 
 from __future__ import annotations

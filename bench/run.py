@@ -727,9 +727,8 @@ def render(summary: dict[str, Any], meta: dict[str, Any], plan: Plan) -> str:
     add(f"| floor on all {copies} cores at once ({copies} processes, started together) | " + " | ".join(cells) + " | |")
     add("")
     add(
-        f"The last row runs the floor in {copies} processes at once: what this machine's cores give together. On a "
-        "virtual or shared machine that is less than that many times one core alone (the cores share caches, "
-        "memory bandwidth and, on the host, perhaps more), and the service runs on all of them at once."
+        f"The last row runs the floor in {copies} processes at once, started together: what this machine's cores "
+        "give together, measured rather than taken as that many times one core (the service runs on all of them)."
     )
     add("")
     add("## 2. Bare Litestar echo under uvicorn (the HTTP floor), closed loop")
