@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
-from mapping.values import Attribute, text_of, to_json
+from mapping.values import Attributes, text_of, to_json
 from mapping.view import RunView
 
 RUN_ID = "dynamiq.run.id"
@@ -63,72 +63,72 @@ _MAPPED_METADATA = frozenset(
 )
 
 
-def attributes_from_run(view: RunView) -> Iterator[Attribute]:
-    """All ``dynamiq.*`` attributes of a run."""
+def attributes_from_run(view: RunView, out: Attributes) -> None:
+    """Set every ``dynamiq.*`` attribute of a run in ``out``."""
     run = view.run
-    yield RUN_ID, run.id
-    yield RUN_TYPE, run.type
-    yield RUN_STATUS, run.status or "unfinished"
-    yield SOURCE_ID, run.source_id
-    yield TRACE_ID, run.trace_id
+    out[RUN_ID] = run.id
+    out[RUN_TYPE] = run.type
+    out[RUN_STATUS] = run.status or "unfinished"
+    out[SOURCE_ID] = run.source_id
+    out[TRACE_ID] = run.trace_id
     if run.session_id is not None:
-        yield SESSION_ID, run.session_id
+        out[SESSION_ID] = run.session_id
     if run.parent_run_id is not None:
-        yield PARENT_RUN_ID, run.parent_run_id
+        out[PARENT_RUN_ID] = run.parent_run_id
     tags = [str(tag) for tag in view.tags]
     if tags:
-        yield TAGS, tags
+        out[TAGS] = tags
     options = view.options
     messages_elsewhere = view.group == "llms" and (options.genai_attributes or options.openinference_attributes)
-    yield from _attributes_from_node(view.node, skip_prompt=messages_elsewhere)
-    yield from _attributes_from_metadata(view.metadata)
+    _attributes_from_node(view.node, messages_elsewhere, out)
+    _attributes_from_metadata(view.metadata, out)
     if run.executions:
-        yield EXECUTIONS, len(run.executions)
+        out[EXECUTIONS] = len(run.executions)
     if view.error is not None:
-        yield ERROR, to_json(view.error)
+        out[ERROR] = to_json(view.error)
     if not view.options.openinference_attributes:
         if view.input is not None:
-            yield INPUT, text_of(view.input)[0]
+            out[INPUT] = text_of(view.input)[0]
         if view.output is not None:
-            yield OUTPUT, text_of(view.output)[0]
+            out[OUTPUT] = text_of(view.output)[0]
     if view.extra:
-        yield EXTRA, to_json(view.extra)
+        out[EXTRA] = to_json(view.extra)
 
 
 _NODE_FIELDS = ("id", "name", "type", "group")
 
 
-def _attributes_from_node(node: Mapping[str, Any], skip_prompt: bool) -> Iterator[Attribute]:
+def _attributes_from_node(node: Mapping[str, Any], skip_prompt: bool, out: Attributes) -> None:
     for key in _NODE_FIELDS:
         value = node.get(key)
         if isinstance(value, str):
-            yield NODE_PREFIX + key, value
+            out[NODE_PREFIX + key] = value
     left_out = (*_NODE_FIELDS, "prompt") if skip_prompt else _NODE_FIELDS
     rest = {key: value for key, value in node.items() if key not in left_out}
     if rest:
-        yield NODE_CONFIG, to_json(rest)
+        out[NODE_CONFIG] = to_json(rest)
 
 
-def _attributes_from_metadata(metadata: Mapping[str, Any]) -> Iterator[Attribute]:
+def _attributes_from_metadata(metadata: Mapping[str, Any], out: Attributes) -> None:
     workflow = metadata.get("workflow")
     if isinstance(workflow, dict):
-        yield from _str_attr(WORKFLOW_ID, workflow.get("id"))
-        yield from _str_attr(WORKFLOW_VERSION, workflow.get("version"))
+        _str_attr(WORKFLOW_ID, workflow.get("id"), out)
+        _str_attr(WORKFLOW_VERSION, workflow.get("version"), out)
     flow = metadata.get("flow")
     if isinstance(flow, dict):
-        yield from _str_attr(FLOW_ID, flow.get("id"))
+        _str_attr(FLOW_ID, flow.get("id"), out)
     if isinstance(metadata.get("is_output_from_cache"), bool):
-        yield CACHE_HIT, metadata["is_output_from_cache"]
+        out[CACHE_HIT] = metadata["is_output_from_cache"]
     if isinstance(metadata.get("is_mocked"), bool):
-        yield MOCKED, metadata["is_mocked"]
+        out[MOCKED] = metadata["is_mocked"]
     for key, attribute in (("skip", SKIP), ("failed_nodes", FAILED_NODES), ("hooks", HOOKS)):
         if metadata.get(key) not in (None, [], {}):
-            yield attribute, to_json(metadata[key])
+            out[attribute] = to_json(metadata[key])
     rest = {key: value for key, value in metadata.items() if key not in _MAPPED_METADATA}
     if rest:
-        yield METADATA, to_json(rest)
+        out[METADATA] = to_json(rest)
 
 
-def _str_attr(key: str, value: Any) -> Iterator[Attribute]:
+def _str_attr(key: str, value: Any, out: Attributes) -> None:
     if value is not None and value != "":
-        yield key, str(value)
+        out[key] = str(value)

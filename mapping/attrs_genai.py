@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from mapping.attrs_llm import (
@@ -15,7 +15,7 @@ from mapping.attrs_llm import (
     output_message,
 )
 from mapping.kinds import genai_operation, provider_of
-from mapping.values import Attribute, to_json
+from mapping.values import Attributes, to_json
 from mapping.view import RunView
 
 OPERATION_NAME = "gen_ai.operation.name"
@@ -54,60 +54,63 @@ SYSTEM_INSTRUCTIONS = "gen_ai.system_instructions"
 _MODEL_GROUPS = frozenset({"llms", "embedders"})
 
 
-def attributes_from_run(view: RunView) -> Iterator[Attribute]:
-    """All ``gen_ai.*`` attributes of a run."""
+def attributes_from_run(view: RunView, out: Attributes) -> None:
+    """Set every ``gen_ai.*`` attribute of a run in ``out``."""
     run = view.run
     operation = genai_operation(run.type, view.group)
     if operation:
-        yield OPERATION_NAME, operation
+        out[OPERATION_NAME] = operation
     if run.session_id is not None:
-        yield CONVERSATION_ID, run.session_id
+        out[CONVERSATION_ID] = run.session_id
     if view.group in _MODEL_GROUPS:
-        yield from _attributes_from_model_node(view)
+        _attributes_from_model_node(view, out)
     elif view.group == "agents":
-        yield from _node_str(AGENT_NAME, view.node, "name")
-        yield from _node_str(AGENT_ID, view.node, "id")
+        _node_str(AGENT_NAME, view.node, "name", out)
+        _node_str(AGENT_ID, view.node, "id", out)
     elif view.group == "tools":
-        yield TOOL_NAME, run.name
+        out[TOOL_NAME] = run.name
         if view.options.capture_content:
             if view.input is not None:
-                yield TOOL_CALL_ARGUMENTS, to_json(view.input)
+                out[TOOL_CALL_ARGUMENTS] = to_json(view.input)
             if view.output is not None:
-                yield TOOL_CALL_RESULT, to_json(view.output)
+                out[TOOL_CALL_RESULT] = to_json(view.output)
 
 
-def _attributes_from_model_node(view: RunView) -> Iterator[Attribute]:
+def _attributes_from_model_node(view: RunView, out: Attributes) -> None:
     provider = provider_of(view.node)
     if provider:
-        yield PROVIDER_NAME, provider
+        out[PROVIDER_NAME] = provider
     model = model_of(view.node)
     if model:
-        yield REQUEST_MODEL, model
+        out[REQUEST_MODEL] = model
     for name in REQUEST_PARAMETERS:
         value = number(view.node.get(name))
         if value is not None:
-            yield f"gen_ai.request.{name}", value
+            out[f"gen_ai.request.{name}"] = value
     stop = view.node.get("stop")
     if isinstance(stop, list) and all(isinstance(item, str) for item in stop) and stop:
-        yield "gen_ai.request.stop_sequences", list(stop)
-    yield from _attributes_from_usage(view.usage)
+        out["gen_ai.request.stop_sequences"] = list(stop)
+    _attributes_from_usage(view.usage, out)
     if view.options.capture_content and view.group == "llms":
-        yield from _attributes_from_messages(view)
+        _attributes_from_messages(view, out)
 
 
-def _attributes_from_usage(usage: Mapping[str, Any]) -> Iterator[Attribute]:
-    for source, key in (
-        ("prompt_tokens", INPUT_TOKENS),
-        ("completion_tokens", OUTPUT_TOKENS),
-        ("cache_read_input_tokens", CACHE_READ_TOKENS),
-        ("cache_creation_input_tokens", CACHE_CREATION_TOKENS),
-    ):
+_USAGE = (
+    ("prompt_tokens", INPUT_TOKENS),
+    ("completion_tokens", OUTPUT_TOKENS),
+    ("cache_read_input_tokens", CACHE_READ_TOKENS),
+    ("cache_creation_input_tokens", CACHE_CREATION_TOKENS),
+)
+
+
+def _attributes_from_usage(usage: Mapping[str, Any], out: Attributes) -> None:
+    for source, key in _USAGE:
         value = number(usage.get(source))
         if value is not None:
-            yield key, int(value)
+            out[key] = int(value)
 
 
-def _attributes_from_messages(view: RunView) -> Iterator[Attribute]:
+def _attributes_from_messages(view: RunView, out: Attributes) -> None:
     system: list[dict[str, Any]] = []
     history: list[dict[str, Any]] = []
     for message in input_messages(view.node):
@@ -118,9 +121,9 @@ def _attributes_from_messages(view: RunView) -> Iterator[Attribute]:
         else:
             history.append({"role": str(message.get("role", "user")), "parts": parts})
     if system:
-        yield SYSTEM_INSTRUCTIONS, to_json(system)
+        out[SYSTEM_INSTRUCTIONS] = to_json(system)
     if history:
-        yield INPUT_MESSAGES, to_json(history)
+        out[INPUT_MESSAGES] = to_json(history)
     content, calls = output_message(view.output)
     answer: list[dict[str, Any]] = []
     if content is not None:
@@ -129,10 +132,10 @@ def _attributes_from_messages(view: RunView) -> Iterator[Attribute]:
         name, arguments, call_id = call_function(call)
         answer.append({"type": "tool_call", "id": call_id, "name": name, "arguments": arguments})
     if answer:
-        yield OUTPUT_MESSAGES, to_json([{"role": "assistant", "parts": answer}])
+        out[OUTPUT_MESSAGES] = to_json([{"role": "assistant", "parts": answer}])
 
 
-def _node_str(key: str, node: Mapping[str, Any], field: str) -> Iterator[Attribute]:
+def _node_str(key: str, node: Mapping[str, Any], field: str, out: Attributes) -> None:
     value = node.get(field)
     if isinstance(value, str) and value:
-        yield key, value
+        out[key] = value

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from mapping.attrs_llm import (
@@ -15,7 +15,7 @@ from mapping.attrs_llm import (
     output_message,
 )
 from mapping.kinds import openinference_kind, openinference_provider, provider_of
-from mapping.values import Attribute, text_of, to_json
+from mapping.values import Attributes, text_of, to_json
 from mapping.view import RunView
 
 SPAN_KIND = "openinference.span.kind"
@@ -65,97 +65,97 @@ _COSTS = (
 )
 
 
-def attributes_from_run(view: RunView) -> Iterator[Attribute]:
-    """All OpenInference attributes of a run."""
+def attributes_from_run(view: RunView, out: Attributes) -> None:
+    """Set every OpenInference attribute of a run in ``out``."""
     run = view.run
-    yield SPAN_KIND, openinference_kind(view.group)
+    out[SPAN_KIND] = openinference_kind(view.group)
     if run.session_id is not None:
-        yield SESSION_ID, run.session_id
+        out[SESSION_ID] = run.session_id
     tags = [str(tag) for tag in view.tags]
     if tags:
-        yield TAGS, tags
+        out[TAGS] = tags
     user_metadata = view.user_metadata
     if user_metadata:
-        yield METADATA, to_json(user_metadata)
+        out[METADATA] = to_json(user_metadata)
     limit = view.options.max_attribute_length
     if view.input is not None:
-        yield from _value_attributes(INPUT_VALUE, INPUT_MIME_TYPE, view.input, limit)
+        _value_attributes(INPUT_VALUE, INPUT_MIME_TYPE, view.input, limit, out)
     if view.output is not None:
-        yield from _value_attributes(OUTPUT_VALUE, OUTPUT_MIME_TYPE, view.output, limit)
+        _value_attributes(OUTPUT_VALUE, OUTPUT_MIME_TYPE, view.output, limit, out)
     if view.group == "llms":
-        yield from _attributes_from_llm(view)
+        _attributes_from_llm(view, out)
     elif view.group == "embedders":
         model = model_of(view.node)
         if model:
-            yield EMBEDDING_MODEL, model
+            out[EMBEDDING_MODEL] = model
     elif view.group == "tools":
-        yield TOOL_NAME, run.name
+        out[TOOL_NAME] = run.name
         description = view.node.get("description")
         if isinstance(description, str) and description:
-            yield TOOL_DESCRIPTION, description
+            out[TOOL_DESCRIPTION] = description
     elif view.group == "agents":
-        yield AGENT_NAME, run.name
+        out[AGENT_NAME] = run.name
 
 
-def _value_attributes(value_key: str, mime_key: str, value: Any, limit: int) -> Iterator[Attribute]:
+def _value_attributes(value_key: str, mime_key: str, value: Any, limit: int, out: Attributes) -> None:
     text, mime = text_of(value)
     if len(text) > limit:
         mime = "text/plain"  # a cut JSON document is no longer JSON
-    yield value_key, text
-    yield mime_key, mime
+    out[value_key] = text
+    out[mime_key] = mime
 
 
-def _attributes_from_llm(view: RunView) -> Iterator[Attribute]:
+def _attributes_from_llm(view: RunView, out: Attributes) -> None:
     model = model_of(view.node)
     if model:
-        yield MODEL_NAME, model
+        out[MODEL_NAME] = model
     provider = provider_of(view.node)
     if provider:
         oi_provider, oi_system = openinference_provider(provider)
-        yield PROVIDER, oi_provider
+        out[PROVIDER] = oi_provider
         if oi_system:
-            yield SYSTEM, oi_system
+            out[SYSTEM] = oi_system
     parameters = {name: view.node[name] for name in REQUEST_PARAMETERS if number(view.node.get(name)) is not None}
     if parameters:
-        yield INVOCATION_PARAMETERS, to_json(parameters)
+        out[INVOCATION_PARAMETERS] = to_json(parameters)
     usage = view.usage
     for source, key in _TOKEN_COUNTS:
         count = number(usage.get(source))
         if count is not None:
-            yield key, int(count)
+            out[key] = int(count)
     for source, key in _COSTS:
         cost = number(usage.get(source))
         if cost is not None:
-            yield key, float(cost)
+            out[key] = float(cost)
     if view.options.capture_content:
-        yield from _attributes_from_messages(view)
+        _attributes_from_messages(view, out)
 
 
-def _attributes_from_messages(view: RunView) -> Iterator[Attribute]:
+def _attributes_from_messages(view: RunView, out: Attributes) -> None:
     for index, message in enumerate(input_messages(view.node)):
         prefix = f"llm.input_messages.{index}.message."
         role = message.get("role")
         if isinstance(role, str):
-            yield prefix + "role", role
+            out[prefix + "role"] = role
         text = message_text(message.get("content"))
         if text is not None:
-            yield prefix + "content", text
+            out[prefix + "content"] = text
     content, calls = output_message(view.output)
     if content is None and not calls:
         return
     prefix = "llm.output_messages.0.message."
-    yield prefix + "role", "assistant"
+    out[prefix + "role"] = "assistant"
     if content is not None:
-        yield prefix + "content", content
+        out[prefix + "content"] = content
     for index, call in enumerate(calls):
-        yield from _tool_call_attributes(f"{prefix}tool_calls.{index}.tool_call.", call)
+        _tool_call_attributes(f"{prefix}tool_calls.{index}.tool_call.", call, out)
 
 
-def _tool_call_attributes(prefix: str, call: Mapping[str, Any]) -> Iterator[Attribute]:
+def _tool_call_attributes(prefix: str, call: Mapping[str, Any], out: Attributes) -> None:
     name, arguments, call_id = call_function(call)
     if call_id:
-        yield prefix + "id", call_id
+        out[prefix + "id"] = call_id
     if name:
-        yield prefix + "function.name", name
+        out[prefix + "function.name"] = name
     if arguments is not None:
-        yield prefix + "function.arguments", arguments if isinstance(arguments, str) else to_json(arguments)
+        out[prefix + "function.arguments"] = arguments if isinstance(arguments, str) else to_json(arguments)

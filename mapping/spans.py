@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
@@ -13,7 +13,7 @@ from mapping.kinds import genai_operation, span_kind
 from mapping.model import MappingOptions, Run
 from mapping.status import Failure, error_type, exception_attributes, status_of
 from mapping.timestamps import parse_timestamp_ns
-from mapping.values import Attribute, add_attributes, cap, redact
+from mapping.values import Attributes, add_attribute_map, add_attributes, cap, redact
 from mapping.view import RunView, view_of
 
 TRUNCATED = "dynamiq.truncated_attributes"
@@ -56,14 +56,14 @@ def _spans_of_run(
     status, failure = status_of(run.status, view.error, options.status_ok_on_success)
     status.message = cap(status.message, options.max_attribute_length)[0]
     span.status.CopyFrom(status)
-    pairs = list(_attributes(view))
+    attributes = _attributes(view)
     kind = error_type(run.status, failure)
     if kind:
-        pairs.append(("error.type", kind))
+        attributes["error.type"] = kind
     if run.status is None:
-        pairs.append((UNFINISHED, True))
+        attributes[UNFINISHED] = True
         span.status.message = "unfinished: the run had no end_time/status when the batch was sent"
-    _set_attributes(span, pairs, options.max_attribute_length)
+    _set_attributes(span, attributes, options.max_attribute_length)
     if failure is not None and run.status == "failed":
         _add_exception_event(span, failure, options.max_attribute_length)
     for dependency in _dependencies(view, links):
@@ -91,17 +91,20 @@ def _span_name(view: RunView) -> str:
     return f"{operation} {name}" if operation else name
 
 
-def _attributes(view: RunView) -> Iterator[Attribute]:
+def _attributes(view: RunView) -> Attributes:
+    """The run's attributes of every enabled convention; a later convention's value of a key wins."""
+    attributes: Attributes = {}
     if view.options.dynamiq_attributes:
-        yield from attrs_dynamiq.attributes_from_run(view)
+        attrs_dynamiq.attributes_from_run(view, attributes)
     if view.options.genai_attributes:
-        yield from attrs_genai.attributes_from_run(view)
+        attrs_genai.attributes_from_run(view, attributes)
     if view.options.openinference_attributes:
-        yield from attrs_openinference.attributes_from_run(view)
+        attrs_openinference.attributes_from_run(view, attributes)
+    return attributes
 
 
-def _set_attributes(span: Span, pairs: Iterable[Attribute], limit: int) -> None:
-    cut = add_attributes(span.attributes, pairs, limit)
+def _set_attributes(span: Span, attributes: Attributes, limit: int) -> None:
+    cut = add_attribute_map(span.attributes, attributes, limit)
     if cut:
         add_attributes(span.attributes, [(TRUNCATED, cut)], limit)
 
@@ -134,15 +137,15 @@ def _attempt_spans(run: Run, parent: Span, options: MappingOptions) -> Iterator[
         status, failure = status_of(status_text, error, options.status_ok_on_success)
         status.message = cap(status.message, options.max_attribute_length)[0]
         span.status.CopyFrom(status)
-        pairs: list[Attribute] = [(ATTEMPT, number), (attrs_dynamiq.RUN_STATUS, status_text or "unfinished")]
+        attributes: Attributes = {ATTEMPT: number, attrs_dynamiq.RUN_STATUS: status_text or "unfinished"}
         if attempt_id:
-            pairs.append(("dynamiq.execution.id", str(attempt_id)))
+            attributes["dynamiq.execution.id"] = str(attempt_id)
         if options.openinference_attributes:
-            pairs.append((attrs_openinference.SPAN_KIND, "CHAIN"))
+            attributes[attrs_openinference.SPAN_KIND] = "CHAIN"
         kind = error_type(status_text, failure)
         if kind:
-            pairs.append(("error.type", kind))
-        _set_attributes(span, pairs, options.max_attribute_length)
+            attributes["error.type"] = kind
+        _set_attributes(span, attributes, options.max_attribute_length)
         if failure is not None and status_text == "failed":
             _add_exception_event(span, failure, options.max_attribute_length)
         yield span

@@ -26,6 +26,8 @@ _KEY_LIKE = re.compile(
 Primitive = str | bool | int | float
 AttrValue = Primitive | list[str] | list[bool] | list[int] | list[float]
 Attribute = tuple[str, AttrValue]
+Attributes = dict[str, Any]
+"""Attributes by key, in the order they were first set: the attribute builders write into one."""
 
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
@@ -219,20 +221,34 @@ def add_attributes(
 
     Later pairs with the same key win. A value of an unsupported type is skipped, not fatal.
     """
-    merged: dict[str, Any] = {}
+    merged: Attributes = {}
     for key, value in pairs:
         merged[key] = value
+    return add_attribute_map(target, merged, limit)
+
+
+def add_attribute_map(
+    target: RepeatedCompositeFieldContainer[KeyValue], attributes: Attributes, limit: int
+) -> list[str]:
+    """Append ``attributes`` to an OTLP attribute list in their order (see ``add_attributes``)."""
     cut_keys: list[str] = []
-    for key, value in merged.items():
-        if type(value) is str and len(value) > limit:
-            value = cap(value, limit)[0]
-            cut_keys.append(key)
-        elif type(value) is list and value and isinstance(value[0], str):
+    add = target.add
+    for key, value in attributes.items():
+        kind = type(value)
+        if kind is str:  # most attributes: set directly, without the generic writer
+            if len(value) > limit:
+                value = cap(value, limit)[0]
+                cut_keys.append(key)
+            kv = add()
+            kv.key = key
+            kv.value.string_value = value
+            continue
+        if kind is list and value and isinstance(value[0], str):
             capped = [cap(item, limit) for item in value]
             if any(was_cut for _, was_cut in capped):
                 cut_keys.append(key)
             value = [item for item, _ in capped]
-        kv = target.add()
+        kv = add()
         kv.key = key
         if not _set_value(kv.value, value):
             del target[-1]
