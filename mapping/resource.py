@@ -10,6 +10,7 @@ from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, Span
 
 from mapping.values import add_attributes
+from mapping.wire import varint
 
 SCOPE_NAME = "dynamiq-otel"
 """Instrumentation scope of every span: the translator, not the Dynamiq SDK."""
@@ -48,15 +49,6 @@ _FIELD_1 = b"\x0a"
 _FIELD_2 = b"\x12"
 
 
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while value > 0x7F:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
-
-
 class RequestEncoder:
     """Export requests assembled from spans serialised one by one (``Span.SerializeToString()``).
 
@@ -70,13 +62,13 @@ class RequestEncoder:
     def __init__(self, resource: Resource, scope_version: str) -> None:
         resource_bytes = resource.SerializeToString()
         scope = InstrumentationScope(name=SCOPE_NAME, version=scope_version).SerializeToString()
-        self._resource_field = _FIELD_1 + _varint(len(resource_bytes)) + resource_bytes
-        self._scope_field = _FIELD_1 + _varint(len(scope)) + scope
+        self._resource_field = _FIELD_1 + varint(len(resource_bytes)) + resource_bytes
+        self._scope_field = _FIELD_1 + varint(len(scope)) + scope
 
     @staticmethod
     def span_size(span: bytes) -> int:
         """Bytes one serialised span adds to a request."""
-        return 1 + len(_varint(len(span))) + len(span)
+        return 1 + len(varint(len(span))) + len(span)
 
     @property
     def overhead(self) -> int:
@@ -85,6 +77,6 @@ class RequestEncoder:
 
     def encode(self, spans: Sequence[bytes]) -> bytes:
         """The serialised ``ExportTraceServiceRequest`` holding ``spans``."""
-        scope_spans = b"".join([self._scope_field, *(_FIELD_2 + _varint(len(span)) + span for span in spans)])
-        resource_spans = b"".join([self._resource_field, _FIELD_2, _varint(len(scope_spans)), scope_spans])
-        return b"".join([_FIELD_1, _varint(len(resource_spans)), resource_spans])
+        scope_spans = b"".join([self._scope_field, *(_FIELD_2 + varint(len(span)) + span for span in spans)])
+        resource_spans = b"".join([self._resource_field, _FIELD_2, varint(len(scope_spans)), scope_spans])
+        return b"".join([_FIELD_1, varint(len(resource_spans)), resource_spans])

@@ -15,6 +15,7 @@ from mapping.status import Failure, error_type, exception_attributes, status_of
 from mapping.timestamps import parse_timestamp_ns
 from mapping.values import Attributes, add_attribute_map, add_attributes, cap, redact
 from mapping.view import RunView, view_of
+from mapping.wire import encode_attribute_map
 
 TRUNCATED = "dynamiq.truncated_attributes"
 """Keys of the attributes that were cut to ``max_attribute_length``."""
@@ -28,17 +29,44 @@ SAMPLED = 0x01
 
 def runs_to_spans(runs: Sequence[Run], options: MappingOptions) -> list[Span]:
     """The spans of a batch: every run once, in order, followed by its attempt spans."""
+    spans: list[Span] = []
+    limit = options.max_attribute_length
+    for span, attributes in _bare_spans(runs, options):
+        cut = add_attribute_map(span.attributes, attributes, limit)
+        if cut:
+            add_attributes(span.attributes, [(TRUNCATED, cut)], limit)
+        spans.append(span)
+    return spans
+
+
+def runs_to_span_bytes(runs: Sequence[Run], options: MappingOptions) -> list[bytes]:
+    """``runs_to_spans`` serialised span by span (what export sends), without an attribute message each.
+
+    ``Span.FromString(data)`` of each item equals the span of ``runs_to_spans``; the attributes follow
+    the span's other fields on the wire (``mapping.wire``).
+    """
+    out: list[bytes] = []
+    limit = options.max_attribute_length
+    for span, attributes in _bare_spans(runs, options):
+        encoded, cut = encode_attribute_map(attributes, limit)
+        data = span.SerializeToString() + encoded
+        if cut:
+            data += encode_attribute_map({TRUNCATED: cut}, limit)[0]
+        out.append(data)
+    return out
+
+
+def _bare_spans(runs: Sequence[Run], options: MappingOptions) -> Iterator[tuple[Span, Attributes]]:
+    """Every span of the batch without its attributes, and those attributes, for the caller to add."""
     fallback_end = _fallback_end_times(runs)
     links = _dependency_index(runs)
-    spans: list[Span] = []
     for run in runs:
-        spans.extend(_spans_of_run(run, options, fallback_end.get(run.id), links))
-    return spans
+        yield from _spans_of_run(run, options, fallback_end.get(run.id), links)
 
 
 def _spans_of_run(
     run: Run, options: MappingOptions, fallback_end: int | None, links: Mapping[tuple[str, str], str]
-) -> Iterator[Span]:
+) -> Iterator[tuple[Span, Attributes]]:
     view = view_of(run, options)
     trace_id = trace_id_bytes(run.trace_id)
     span = Span(
@@ -63,12 +91,11 @@ def _spans_of_run(
     if run.status is None:
         attributes[UNFINISHED] = True
         span.status.message = "unfinished: the run had no end_time/status when the batch was sent"
-    _set_attributes(span, attributes, options.max_attribute_length)
     if failure is not None and run.status == "failed":
         _add_exception_event(span, failure, options.max_attribute_length)
     for dependency in _dependencies(view, links):
         span.links.add(trace_id=trace_id, span_id=span_id_bytes(dependency), flags=SAMPLED)
-    yield span
+    yield span, attributes
     if len(run.executions) > 1:
         yield from _attempt_spans(run, span, options)
 
@@ -103,18 +130,12 @@ def _attributes(view: RunView) -> Attributes:
     return attributes
 
 
-def _set_attributes(span: Span, attributes: Attributes, limit: int) -> None:
-    cut = add_attribute_map(span.attributes, attributes, limit)
-    if cut:
-        add_attributes(span.attributes, [(TRUNCATED, cut)], limit)
-
-
 def _add_exception_event(span: Span, failure: Failure, limit: int) -> None:
     event = span.events.add(name="exception", time_unix_nano=span.end_time_unix_nano)
     add_attributes(event.attributes, exception_attributes(failure), limit)
 
 
-def _attempt_spans(run: Run, parent: Span, options: MappingOptions) -> Iterator[Span]:
+def _attempt_spans(run: Run, parent: Span, options: MappingOptions) -> Iterator[tuple[Span, Attributes]]:
     """One child span per execution attempt, when the run was retried (more than one attempt)."""
     for number, execution in enumerate(run.executions, start=1):
         if not isinstance(execution, dict):
@@ -145,10 +166,9 @@ def _attempt_spans(run: Run, parent: Span, options: MappingOptions) -> Iterator[
         kind = error_type(status_text, failure)
         if kind:
             attributes["error.type"] = kind
-        _set_attributes(span, attributes, options.max_attribute_length)
         if failure is not None and status_text == "failed":
             _add_exception_event(span, failure, options.max_attribute_length)
-        yield span
+        yield span, attributes
 
 
 def _time_of(value: Any) -> int | None:

@@ -29,7 +29,7 @@ Attribute = tuple[str, AttrValue]
 Attributes = dict[str, Any]
 """Attributes by key, in the order they were first set: the attribute builders write into one."""
 
-_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
 MAX_DEPTH = 64
 """Deepest nesting kept in a value; deeper containers become ``TOO_DEEP`` (JSON allows 1024 levels,
@@ -190,6 +190,16 @@ def cap(text: str, limit: int) -> tuple[str, bool]:
     return text[: max(limit - len(TRUNCATION_MARK), 0)] + TRUNCATION_MARK, True
 
 
+def cap_items(items: list[Any], limit: int) -> tuple[list[Any], bool]:
+    """``items`` with its strings capped to ``limit`` (copied only when one was cut) and whether one was."""
+    out: list[Any] | None = None
+    for index, item in enumerate(items):
+        if type(item) is str and len(item) > limit:
+            out = out if out is not None else list(items)
+            out[index] = cap(item, limit)[0]
+    return (out, True) if out is not None else (items, False)
+
+
 def _set_value(target: AnyValue, value: Any) -> bool:
     """Write ``value`` into ``target``; False for a type OTLP attributes cannot hold."""
     kind = type(value)
@@ -198,7 +208,7 @@ def _set_value(target: AnyValue, value: Any) -> bool:
     elif kind is bool:
         target.bool_value = value
     elif kind is int:
-        if _INT64_MIN <= value <= _INT64_MAX:
+        if INT64_MIN <= value <= INT64_MAX:
             target.int_value = value
         else:
             target.string_value = str(value)
@@ -243,11 +253,10 @@ def add_attribute_map(
             kv.key = key
             kv.value.string_value = value
             continue
-        if kind is list and value and isinstance(value[0], str):
-            capped = [cap(item, limit) for item in value]
-            if any(was_cut for _, was_cut in capped):
+        if kind is list:
+            value, was_cut = cap_items(value, limit)
+            if was_cut:
                 cut_keys.append(key)
-            value = [item for item, _ in capped]
         kv = add()
         kv.key = key
         if not _set_value(kv.value, value):
