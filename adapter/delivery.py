@@ -18,7 +18,7 @@ from adapter.metrics import Metrics
 from adapter.otlp import ExportResult, Outcome, Transport
 from adapter.store import Claimed, Store, StoreUnavailable
 from adapter.validation import InvalidBatch, load_stored
-from mapping import MappingOptions, RequestEncoder, Run, runs_to_spans
+from mapping import MappingOptions, RequestEncoder, Run, runs_to_span_bytes
 from mapping.ids import canonical_id
 from mapping.shrink import shrink_span
 
@@ -70,17 +70,15 @@ class DeliveryCounters:
     by_status: dict[str, int] = field(default_factory=dict)
 
 
-def _serialised(spans: Sequence[Span], limit: int) -> list[bytes]:
-    """Each span's bytes; a span over ``limit`` bytes is shrunk first (sent as is if it cannot be)."""
-    out = []
-    for span in spans:
-        data = span.SerializeToString()
+def _fitted(spans: list[bytes], limit: int) -> list[bytes]:
+    """``spans`` (serialised) with each one over ``limit`` bytes shrunk (sent as is if it cannot be)."""
+    for index, data in enumerate(spans):
         if len(data) > limit:
+            span = Span.FromString(data)
             if not shrink_span(span, limit):
                 log.error("span %s does not fit %d bytes even after shrinking; sent as is", span.name, limit)
-            data = span.SerializeToString()
-        out.append(data)
-    return out
+            spans[index] = span.SerializeToString()
+    return spans
 
 
 def _chunks(encoder: RequestEncoder, spans: Sequence[bytes], limit: int) -> list[Sequence[bytes]]:
@@ -262,7 +260,7 @@ class Delivery:
                 fresh.append(run)
                 fresh_keys.append(key)
             try:
-                spans = _serialised(runs_to_spans(fresh, self.options), span_limit)
+                spans = _fitted(runs_to_span_bytes(fresh, self.options), span_limit)
             except Exception as exc:  # a mapping bug must not block the queue: keep the batch for replay
                 log.exception("mapping failed for batch %d", batch.id)
                 self._bury([batch], f"mapping failed: {type(exc).__name__}: {exc}")

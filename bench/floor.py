@@ -12,8 +12,8 @@ Rows (per run, single thread, the benchmark's own fresh-id bodies):
   ``encode_spans`` + ``SerializeToString``), what an exporter-based design pays;
 * the service's own pieces: ``adapter.validation.parse_batch`` (orjson + hand validation: what the
   export's read-back does), ``check_batch`` (ingest's verdict: msgspec, the fields the rules read) and
-  ``parse_batch + mapping.runs_to_spans + build_request + SerializeToString`` (the service's CPU
-  path without HTTP, SQLite or the network).
+  ``parse_batch + mapping.runs_to_span_bytes + RequestEncoder`` (the service's CPU path without
+  HTTP, SQLite or the network).
 
 ``measure_all_cores`` runs the floor row in one process per core at once: what the machine's cores give
 together, measured rather than taken as that many times one core.
@@ -43,7 +43,7 @@ from opentelemetry.trace.status import StatusCode as SdkStatusCode
 from pydantic import BaseModel, ConfigDict, Field
 
 from adapter.validation import check_batch, parse_batch
-from mapping import MappingOptions, build_request, build_resource, runs_to_spans
+from mapping import MappingOptions, RequestEncoder, build_resource, runs_to_span_bytes
 
 
 class RunModel(BaseModel):
@@ -223,10 +223,13 @@ _OPTIONS = MappingOptions()
 _RESOURCE = build_resource("bench", "bench", {})
 
 
+_ENCODER = RequestEncoder(_RESOURCE, "bench")
+
+
 def service_request(body: bytes) -> bytes:
-    """The service's CPU path in process: parse_batch + runs_to_spans + build_request + serialise."""
+    """The service's CPU path in process: parse_batch + runs_to_span_bytes + RequestEncoder (as export does)."""
     runs = parse_batch(body, accept_unfinished=False, max_runs=1 << 30)
-    return build_request(_RESOURCE, runs_to_spans(runs, _OPTIONS), "bench").SerializeToString()
+    return _ENCODER.encode(runs_to_span_bytes(runs, _OPTIONS))
 
 
 def _parse_batch(body: bytes) -> object:
@@ -245,7 +248,7 @@ ROWS: tuple[tuple[str, str, Callable[[bytes], object]], ...] = (
     ("textbook", "textbook: orjson + model_validate + ReadableSpan + encode_spans + serialise", textbook_request),
     ("parse_batch", "service adapter.validation.parse_batch (orjson + hand validation)", _parse_batch),
     ("check_batch", "service ingest: adapter.validation.check_batch (msgspec, the rules' fields only)", _check_batch),
-    ("service_cpu", "service in process: parse_batch + runs_to_spans + build_request + serialise", service_request),
+    ("service_cpu", "service in process: parse_batch + runs_to_span_bytes + RequestEncoder", service_request),
 )
 
 

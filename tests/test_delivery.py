@@ -17,6 +17,8 @@ from adapter.delivery import run_key
 from adapter.otlp import Outcome, parse_retry_after
 from adapter.validation import InvalidBatch, load_stored, parse_batch
 from config import Settings
+from mapping import span_id_bytes
+from mapping.values import TRUNCATION_MARK
 from tests.batches import body, node_run, workflow_run
 from tests.otlp_receiver import GrpcReply, RecordingReceiver, Reply
 
@@ -163,6 +165,28 @@ def test_requests_are_split_under_the_size_limit(
         assert receiver.span_count() == 61
 
 
+def test_a_span_over_the_request_limit_is_shrunk_to_fit_and_marked(
+    receiver: RecordingReceiver, make_settings: Callable[..., Settings]
+) -> None:
+    limit = 64 * 1024
+    settings = make_settings(
+        otlp_traces_endpoint=receiver.http_endpoint, export_max_request_bytes=limit, max_attribute_length=200_000
+    )
+    with runtime_for(settings) as runtime:
+        root = workflow_run()
+        big = node_run(root, input={"text": "x" * 100_000})
+        runtime.store.put(body(root, big), 2)
+        _drain(runtime, lambda: runtime.store.stats().batches == 0)
+        [request] = receiver.requests()
+        assert request.request.ByteSize() <= limit
+        by_id = {record.span_id: record.attributes for record in request.spans()}
+        shrunk = by_id[span_id_bytes(big["id"]).hex()]
+        assert shrunk["dynamiq.shrunk"] is True
+        assert shrunk["input.value"].endswith(TRUNCATION_MARK) and shrunk["input.mime_type"] == "text/plain"
+        assert "dynamiq.shrunk" not in by_id[span_id_bytes(root["id"]).hex()]
+        assert runtime.delivery.counters.batches_delivered == 1
+
+
 @pytest.mark.parametrize(
     ("header", "expected"),
     [("7", 7.0), ("0", 0.0), (None, None), ("soon", None), ("Wed, 21 Oct 2015 07:28:00 GMT", 0.0)],
@@ -290,14 +314,14 @@ def test_a_batch_that_fails_to_map_is_dead_lettered_and_its_runs_not_remembered(
     the fix exports them), and a run it shares with a later batch of the same round is still exported."""
     import adapter.delivery
 
-    real = adapter.delivery.runs_to_spans
+    real = adapter.delivery.runs_to_span_bytes
 
     def failing(runs: list[Any], options: Any) -> Any:
         if any(run.name == "explodes" for run in runs):
             raise RuntimeError("a mapping bug")
         return real(runs, options)
 
-    monkeypatch.setattr(adapter.delivery, "runs_to_spans", failing)
+    monkeypatch.setattr(adapter.delivery, "runs_to_span_bytes", failing)
     shared = workflow_run(id=str(uuid.uuid4()))
     bad = node_run(shared, name="explodes")
     other = workflow_run(id=str(uuid.uuid4()))
