@@ -59,3 +59,18 @@ def test_store_benchmark_quick_runs() -> None:
     assert "## 1. Batch lifecycle" in done.stdout
     rows = [line for line in done.stdout.splitlines() if line.startswith("| 1,000 |")]
     assert [row.split("|")[2].strip() for row in rows] == ["end time first (the service)", "hash only (before)"]
+
+
+def test_export_benchmark_quick_runs() -> None:
+    """``bench/export.py --quick`` (the export alone) drains its stores over both protocols and prints every step."""
+    command = [sys.executable, "bench/export.py", "--quick", "--mapping", "python"]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=180, check=False)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
+    header = next(line for line in done.stdout.splitlines() if line.startswith("| export |"))
+    assert [cell.strip() for cell in header.strip("|").split("|")][3:] == [
+        "thread", "process", "claim", "read-back", "dedupe", "mapping", "shrink", "send", "ack", "rest of the loop",
+    ]  # fmt: skip
+    rows = [line.split("|")[1:3] for line in done.stdout.splitlines() if line.startswith(("| grpc |", "| http |"))]
+    assert sorted((protocol.strip(), batch.strip()) for protocol, batch in rows) == [
+        ("grpc", "22"), ("grpc", "500"), ("http", "22"), ("http", "500"),
+    ]  # fmt: skip
