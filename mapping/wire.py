@@ -36,7 +36,11 @@ _UINT64: Final = 0xFFFF_FFFF_FFFF_FFFF
 
 def varint(value: int) -> bytes:
     """Base-128 varint of a non-negative ``value`` (a negative int64 is passed as its uint64)."""
-    return _VARINTS[value] if value < _SMALL else _slow_varint(value)
+    if value < 0x80:
+        return _ONE_BYTE[value]
+    if value < 0x4000:  # most lengths: two bytes, without the loop
+        return bytes(((value & 0x7F) | 0x80, value >> 7))
+    return _slow_varint(value)
 
 
 def _slow_varint(value: int) -> bytes:
@@ -48,9 +52,8 @@ def _slow_varint(value: int) -> bytes:
     return bytes(out)
 
 
-_SMALL: Final = 1 << 14
-_VARINTS: Final = [_slow_varint(value) for value in range(_SMALL)]
-"""Varints of one and two bytes (lengths below 16 KiB): looked up, not computed."""
+_ONE_BYTE: Final = [bytes((value,)) for value in range(0x80)]
+"""Varints of one byte: looked up, not built (every tag-length pair of a short attribute has one)."""
 
 _PREFIXES: dict[str, bytes] = {}
 _MAX_PREFIXES: Final = 10_000
