@@ -30,5 +30,5 @@ if [ -f scripts/phoenix-requirements.txt ]; then
   .venv-phoenix/bin/python -m pip install --quiet -r scripts/phoenix-requirements.txt
 fi
 
-echo "== running the tests"
+echo "== running the tests (the environments took ${SECONDS} s to install)"
 exec .venv/bin/python -m pytest "$@"
