@@ -10,7 +10,7 @@ from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, Span
 
 from mapping.values import add_attributes
-from mapping.wire import varint
+from mapping.wire import delimited, varint
 
 SCOPE_NAME = "dynamiq-otel"
 """Instrumentation scope of every span: the translator, not the Dynamiq SDK."""
@@ -62,8 +62,8 @@ class RequestEncoder:
     def __init__(self, resource: Resource, scope_version: str) -> None:
         resource_bytes = resource.SerializeToString()
         scope = InstrumentationScope(name=SCOPE_NAME, version=scope_version).SerializeToString()
-        self._resource_field = _FIELD_1 + varint(len(resource_bytes)) + resource_bytes
-        self._scope_field = _FIELD_1 + varint(len(scope)) + scope
+        self._resource_field = delimited(_FIELD_1, resource_bytes)
+        self._scope_field = delimited(_FIELD_1, scope)
 
     @staticmethod
     def span_size(span: bytes) -> int:
@@ -77,6 +77,6 @@ class RequestEncoder:
 
     def encode(self, spans: Sequence[bytes]) -> bytes:
         """The serialised ``ExportTraceServiceRequest`` holding ``spans``."""
-        scope_spans = b"".join([self._scope_field, *(_FIELD_2 + varint(len(span)) + span for span in spans)])
-        resource_spans = b"".join([self._resource_field, _FIELD_2, varint(len(scope_spans)), scope_spans])
-        return b"".join([_FIELD_1, varint(len(resource_spans)), resource_spans])
+        scope_spans = b"".join([self._scope_field, *(delimited(_FIELD_2, span) for span in spans)])
+        resource_spans = self._resource_field + delimited(_FIELD_2, scope_spans)
+        return delimited(_FIELD_1, resource_spans)

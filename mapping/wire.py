@@ -43,6 +43,11 @@ def varint(value: int) -> bytes:
     return _slow_varint(value)
 
 
+def delimited(tag: bytes, payload: bytes) -> bytes:
+    """A length-delimited field: ``tag``, the varint of the payload's length, the payload."""
+    return tag + varint(len(payload)) + payload
+
+
 def _slow_varint(value: int) -> bytes:
     out = bytearray()
     while value > 0x7F:
@@ -66,7 +71,7 @@ def _key_field(key: str) -> bytes:
         if len(_PREFIXES) >= _MAX_PREFIXES:
             _PREFIXES.clear()
         data = key.encode()
-        field = _PREFIXES[key] = _KEY + varint(len(data)) + data if data else b""  # proto3: "" is not written
+        field = _PREFIXES[key] = delimited(_KEY, data) if data else b""  # proto3: "" is not written
     return field
 
 
@@ -74,15 +79,13 @@ def _any_value(value: Any) -> bytes | None:
     """The fields of the ``AnyValue`` of ``value``; None for a type OTLP attributes cannot hold."""
     kind = type(value)
     if kind is str:
-        data: bytes = value.encode()
-        return _STRING + varint(len(data)) + data
+        return delimited(_STRING, value.encode())
     if kind is bool:
         return _TRUE if value else _FALSE
     if kind is int:
         if INT64_MIN <= value <= INT64_MAX:
             return _INT + varint(value & _UINT64)
-        text = str(value).encode()
-        return _STRING + varint(len(text)) + text
+        return delimited(_STRING, str(value).encode())
     if kind is float:
         return _DOUBLE + struct.pack("<d", value)
     if kind is list:
@@ -97,11 +100,8 @@ def _array(items: list[Any]) -> bytes:
     for item in items:
         encoded = _any_value(item)
         if encoded is not None:
-            parts.append(_ITEM)
-            parts.append(varint(len(encoded)))
-            parts.append(encoded)
-    body = b"".join(parts)
-    return _ARRAY + varint(len(body)) + body
+            parts.append(delimited(_ITEM, encoded))
+    return delimited(_ARRAY, b"".join(parts))
 
 
 def encode_attribute_map(attributes: Attributes, limit: int) -> tuple[bytes, list[str]]:
@@ -135,6 +135,5 @@ def encode_attribute_map(attributes: Attributes, limit: int) -> tuple[bytes, lis
             continue
         field = _key_field(key)
         # an empty list leaves the value unset: the key alone
-        kv = field + _VALUE + varint(len(encoded)) + encoded if encoded else field
-        parts += (SPAN_ATTRIBUTES, varint(len(kv)), kv)
+        parts.append(delimited(SPAN_ATTRIBUTES, field + delimited(_VALUE, encoded) if encoded else field))
     return b"".join(parts), cut_keys
